@@ -1,0 +1,427 @@
+/* Design notes
+ * ------------
+ * Slots: actors live in 64-byte slots inside 256 KiB chunks aligned to
+ * their size; chunks are never freed while the runtime lives. A tr_ref is
+ * (generation << 32 | index + 1). A send checks the slot's live_gen against
+ * the reference's generation, so a dead actor is a clean TR_ENOACTOR, and a
+ * message that races with the death carries a target_gen that no longer
+ * matches: the worker drops it as a dead letter (counted, payload freed).
+ *
+ * Incarnations start through the mailbox: spawn pushes a START message
+ * carrying the behaviour and state, so the fields of a slot are only ever
+ * written by the thread running it. A slot freed at death can therefore be
+ * reused at once, even while late messages still sit in its mailbox or the
+ * slot is still queued to run: they are dead letters for the old
+ * generation, and START installs the new one in queue order.
+ *
+ * Turns: a worker pops at most cfg.batch messages, then tries to mark the
+ * mailbox empty; if messages arrived meanwhile the actor stays runnable
+ * (mailbox.h explains why it can never be run by two threads). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "actors/system.h"
+#include "runtime/log.h"
+#include "runtime/pool.h"
+
+static _Atomic uint64_t dead_letter_log_count;
+
+tr__actor *tr__slot_lookup(tr_runtime *rt, uint64_t id) {
+    uint32_t low = (uint32_t)id;
+    if (low == 0)
+        return NULL;
+    uint32_t index = low - 1;
+    /* Relaxed: a slot beyond nslots has no chunk yet or is not handed out;
+     * the acquire on the chunk pointer below publishes its initialization. */
+    if (index >= atomic_load_explicit(&rt->nslots, memory_order_relaxed) ||
+        (index >> TR__CHUNK_SHIFT) >= TR__MAX_CHUNKS ||
+        (index & (TR__CHUNK_SLOTS - 1)) == 0)
+        return NULL;
+    tr__actor *chunk = atomic_load_explicit(
+        &rt->chunks[index >> TR__CHUNK_SHIFT], memory_order_acquire);
+    if (chunk == NULL)
+        return NULL;
+    return &chunk[index & (TR__CHUNK_SLOTS - 1)];
+}
+
+static tr__actor *new_chunk(uint32_t chunk_no) {
+    tr__actor *c = aligned_alloc(TR__CHUNK_BYTES, TR__CHUNK_BYTES);
+    if (c == NULL)
+        return NULL;
+    memset(c, 0, TR__CHUNK_BYTES);
+    ((tr__chunk_head *)c)->chunk_no = chunk_no;
+    for (uint32_t i = 1; i < TR__CHUNK_SLOTS; i++) {
+        tr__actor *a = &c[i];
+        tr__mailbox_init(&a->mb, &a->stub, false);
+        atomic_store_explicit(&a->live_gen, TR__GEN_DEAD, memory_order_relaxed);
+    }
+    return c;
+}
+
+/* Bump-allocates a never-used slot index; 0 on failure. */
+static uint32_t slot_bump(tr_runtime *rt) {
+    for (;;) {
+        uint32_t idx =
+            atomic_fetch_add_explicit(&rt->nslots, 1, memory_order_relaxed);
+        uint32_t cno = idx >> TR__CHUNK_SHIFT;
+        if (cno >= TR__MAX_CHUNKS)
+            return 0;
+        if ((idx & (TR__CHUNK_SLOTS - 1)) == 0)
+            continue; /* chunk header */
+        if (atomic_load_explicit(&rt->chunks[cno], memory_order_acquire) ==
+            NULL) {
+            pthread_mutex_lock(&rt->slots_lock);
+            if (atomic_load_explicit(&rt->chunks[cno], memory_order_relaxed) ==
+                NULL) {
+                tr__actor *c = new_chunk(cno);
+                if (c == NULL) {
+                    pthread_mutex_unlock(&rt->slots_lock);
+                    return 0;
+                }
+                /* Release: slot initialization is visible to lookups. */
+                atomic_store_explicit(&rt->chunks[cno], c,
+                                      memory_order_release);
+            }
+            pthread_mutex_unlock(&rt->slots_lock);
+        }
+        return idx;
+    }
+}
+
+static bool push_index(uint32_t **arr, uint32_t *n, uint32_t *cap,
+                       uint32_t idx) {
+    if (*n == *cap) {
+        uint32_t ncap = *cap ? *cap * 2 : 256;
+        uint32_t *na = realloc(*arr, ncap * sizeof **arr);
+        if (na == NULL)
+            return false;
+        *arr = na;
+        *cap = ncap;
+    }
+    (*arr)[(*n)++] = idx;
+    return true;
+}
+
+static uint32_t slot_alloc(tr_runtime *rt, tr_ctx *ctx) {
+    if (ctx != NULL && ctx->nfree > 0)
+        return ctx->free_slots[--ctx->nfree];
+    uint32_t idx = 0;
+    pthread_mutex_lock(&rt->slots_lock);
+    if (rt->ngfree > 0) {
+        idx = rt->gfree[--rt->ngfree];
+        /* Take a batch so the next spawns on this worker stay lock-free. */
+        while (ctx != NULL && rt->ngfree > 0 && ctx->nfree < 128 &&
+               push_index(&ctx->free_slots, &ctx->nfree, &ctx->capfree,
+                          rt->gfree[rt->ngfree - 1]))
+            rt->ngfree--;
+    }
+    pthread_mutex_unlock(&rt->slots_lock);
+    return idx != 0 ? idx : slot_bump(rt);
+}
+
+static void slot_release(tr_runtime *rt, tr_ctx *ctx, uint32_t idx) {
+    if (ctx != NULL && ctx->w != NULL && ctx->nfree < 8192 &&
+        push_index(&ctx->free_slots, &ctx->nfree, &ctx->capfree, idx))
+        return;
+    pthread_mutex_lock(&rt->slots_lock);
+    /* On allocation failure the slot is leaked (never reused), not lost
+     * memory: chunks are freed at destroy. */
+    (void)push_index(&rt->gfree, &rt->ngfree, &rt->capgfree, idx);
+    pthread_mutex_unlock(&rt->slots_lock);
+}
+
+int tr__spawn(tr_runtime *rt, tr_ctx *ctx, const tr_behavior *beh,
+              const void *init, size_t init_len, tr_ref *out,
+              struct tr_inbox *inbox) {
+    if (rt == NULL || beh == NULL ||
+        (beh->handle == NULL && inbox == NULL) ||
+        (init == NULL && init_len > 0) || init_len > beh->state_size)
+        return TR_EINVAL;
+    if (atomic_load_explicit(&rt->stopping, memory_order_acquire))
+        return TR_ESTOPPED;
+    void *state = inbox;
+    if (inbox == NULL && beh->state_size > 0) {
+        state = calloc(1, beh->state_size);
+        if (state == NULL)
+            return TR_ENOMEM;
+        if (init_len > 0)
+            memcpy(state, init, init_len);
+    }
+    tr_msg *start = tr__msg_alloc(0, TR_PAYLOAD_NONE);
+    uint32_t idx = start != NULL ? slot_alloc(rt, ctx) : 0;
+    if (idx == 0) {
+        if (start != NULL)
+            tr__msg_free(start);
+        if (inbox == NULL)
+            free(state);
+        return TR_ENOMEM;
+    }
+    tr__actor *a = tr__slot_lookup(rt, (uint64_t)idx + 1);
+    uint32_t gen = (atomic_load_explicit(&a->live_gen, memory_order_relaxed) +
+                    1) & ~TR__GEN_DEAD;
+    if (gen == 0)
+        gen = 1;
+    start->flags = TR__F_START;
+    start->target_gen = gen;
+    start->u.start.beh = beh;
+    start->u.start.state = state;
+    if (inbox == NULL) {
+        if (ctx != NULL && ctx->w != NULL)
+            atomic_store_explicit(&ctx->st.spawned,
+                                  atomic_load_explicit(&ctx->st.spawned,
+                                                       memory_order_relaxed) +
+                                      1,
+                                  memory_order_relaxed);
+        else
+            atomic_fetch_add_explicit(&rt->foreign_spawned, 1,
+                                      memory_order_relaxed);
+    }
+    /* Release: a sender that sees the new generation also sees the slot
+     * state the previous incarnation left (it acquires live_gen). */
+    atomic_store_explicit(&a->live_gen, gen, memory_order_release);
+    if (out != NULL)
+        *out = tr__make_ref(idx, gen);
+    if (tr__mailbox_push(&a->mb, &start->node))
+        tr__sched_push(&rt->sched, ctx != NULL ? ctx->w : NULL, a);
+    return 0;
+}
+
+TR_API int tr_spawn(tr_ctx *ctx, const tr_behavior *beh, const void *init,
+                    size_t init_len, tr_ref *out) {
+    if (ctx == NULL)
+        return TR_EINVAL;
+    if (ctx->shutdown)
+        return TR_ESTOPPED;
+    return tr__spawn(ctx->rt, ctx, beh, init, init_len, out, NULL);
+}
+
+TR_API int tr_runtime_spawn(tr_runtime *rt, const tr_behavior *beh,
+                            const void *init, size_t init_len, tr_ref *out) {
+    tr__worker *w = tr__sched_current();
+    tr_ctx *ctx = (w != NULL && rt != NULL && w->sched == &rt->sched)
+                      ? (tr_ctx *)w->user
+                      : NULL;
+    return tr__spawn(rt, ctx, beh, init, init_len, out, NULL);
+}
+
+static inline void bump(_Atomic uint64_t *c) {
+    /* Owner-only counter: a relaxed load+store is enough (readers only
+     * need an eventually consistent sum). */
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+static void drop_dead_letter(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
+    bump(&ctx->st.dead_letters);
+    if (tr__log_enabled(TR_LOG_DEBUG))
+        tr__log_sampled(&dead_letter_log_count, TR_LOG_DEBUG,
+                        "dead letter: tag 0x%x to slot %u gen %u", m->tag,
+                        tr__slot_index(a), m->target_gen);
+    tr__msg_release_payload(m);
+}
+
+/* Ends the current incarnation of a (its handler/start asked to stop or
+ * failed). Runs on the worker that runs a. */
+static void die(tr_ctx *ctx, tr__actor *a, int reason) {
+    const tr_behavior *beh = a->beh;
+    if (beh->on_stop != NULL) {
+        ctx->stop_req = false;
+        beh->on_stop(ctx, a->state, reason);
+    }
+    if (reason < 0 && tr__log_enabled(TR_LOG_INFO))
+        tr__log(TR_LOG_INFO, "actor %s (slot %u) failed: %s",
+                beh->name ? beh->name : "?", tr__slot_index(a),
+                tr_strerror(reason));
+    free(a->state);
+    tr__request_cleanup(ctx->rt, a);
+    a->beh = NULL;
+    a->state = NULL;
+    uint32_t gen = a->run_gen & ~TR__STUB_QUEUED;
+    a->run_gen &= TR__STUB_QUEUED;
+    /* Release: senders that see DEAD see nothing newer they could race. */
+    atomic_store_explicit(&a->live_gen, gen | TR__GEN_DEAD,
+                          memory_order_release);
+    bump(&ctx->st.ended);
+    slot_release(ctx->rt, ctx, tr__slot_index(a));
+}
+
+static void set_current(tr_ctx *ctx, tr__actor *a) {
+    ctx->cur = a;
+    ctx->self = tr__make_ref(tr__slot_index(a), a->run_gen & ~TR__STUB_QUEUED);
+    ctx->stop_req = false;
+}
+
+static void start_incarnation(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
+    a->beh = m->u.start.beh;
+    a->run_gen = m->target_gen | (a->run_gen & TR__STUB_QUEUED);
+    a->ext = NULL;
+    if (a->beh == &tr__inbox_behavior) {
+        a->state = NULL;
+        a->ext = calloc(1, sizeof *a->ext);
+        if (a->ext == NULL) {
+            tr__log(TR_LOG_ERROR, "inbox: out of memory");
+            a->beh = NULL;
+            a->run_gen &= TR__STUB_QUEUED;
+            atomic_store_explicit(&a->live_gen, m->target_gen | TR__GEN_DEAD,
+                                  memory_order_release);
+            return;
+        }
+        a->ext->inbox = m->u.start.state;
+        return;
+    }
+    a->state = m->u.start.state;
+    if (a->beh->on_start == NULL)
+        return;
+    set_current(ctx, a);
+    int rc = a->beh->on_start(ctx, a->state);
+    if (rc != 0 || ctx->stop_req)
+        die(ctx, a, rc < 0 ? rc : TR_EXIT_NORMAL);
+}
+
+bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
+    tr_runtime *rt = arg;
+    tr_ctx *ctx = w->user;
+    tr__actor *a = unit;
+    unsigned batch = rt->cfg.batch;
+    for (unsigned n = 0; n < batch;) {
+        tr__node *old;
+        tr__node *node = tr__mailbox_pop(&a->mb, &old);
+        if (old != NULL && old != &a->stub)
+            tr__block_free(old); /* a handled message: payload released */
+        if (node == NULL) {
+            /* Looks empty, but the last handled message is the stub. Swap
+             * the embedded stub back in so an idle actor holds no message
+             * (64 bytes per idle actor instead of 144). STUB_QUEUED says
+             * whether the stub is already queued: NULL may also mean a
+             * producer is between its exchange and its link, so reaching
+             * NULL does not prove the stub was passed. */
+            if (a->mb.tail != &a->stub && !(a->run_gen & TR__STUB_QUEUED)) {
+                a->run_gen |= TR__STUB_QUEUED;
+                (void)tr__mailbox_push(&a->mb, &a->stub);
+                continue;
+            }
+            break;
+        }
+        if (node == &a->stub) {
+            a->run_gen &= ~TR__STUB_QUEUED;
+            continue;
+        }
+        n++;
+        tr_msg *m = (tr_msg *)node;
+        if (m->flags & TR__F_START) {
+            start_incarnation(ctx, a, m);
+        } else if (m->target_gen != (a->run_gen & ~TR__STUB_QUEUED) ||
+                   m->target_gen == 0) {
+            drop_dead_letter(ctx, a, m);
+        } else if (a->ext != NULL && a->ext->inbox != NULL) {
+            tr__inbox_deliver(a->ext->inbox, m);
+        } else if ((m->flags & (TR__F_REPLY | TR__F_TIMEOUT)) &&
+                   !tr__request_filter(ctx, a, m)) {
+            tr__msg_release_payload(m);
+        } else {
+            set_current(ctx, a);
+            int rc = a->beh->handle(ctx, a->state, m);
+            tr__msg_release_payload(m);
+            if (rc != 0 || ctx->stop_req)
+                die(ctx, a, rc < 0 ? rc : TR_EXIT_NORMAL);
+        }
+        m->magic = TR__MSG_DONE;
+    }
+    ctx->cur = NULL;
+    return !tr__mailbox_mark_empty(&a->mb);
+}
+
+bool tr__quiescent(void *arg) {
+    tr_runtime *rt = arg;
+    uint64_t spawned =
+        atomic_load_explicit(&rt->foreign_spawned, memory_order_relaxed);
+    uint64_t ended = 0;
+    for (unsigned i = 0; i < rt->sched.n; i++) {
+        spawned += atomic_load_explicit(&rt->ctxs[i].st.spawned,
+                                        memory_order_relaxed);
+        ended +=
+            atomic_load_explicit(&rt->ctxs[i].st.ended, memory_order_relaxed);
+    }
+    return spawned == ended;
+}
+
+/* Frees everything queued in a's mailbox and its stub (shutdown only:
+ * no thread runs a and no sends are accepted). */
+static void drain_slot(tr__actor *a) {
+    tr__node *old, *node;
+    while ((node = tr__mailbox_pop(&a->mb, &old)) != NULL) {
+        if (old != &a->stub)
+            tr__block_free(old);
+        if (node == &a->stub)
+            continue;
+        tr_msg *m = (tr_msg *)node;
+        if ((m->flags & TR__F_START) && m->magic == TR__MSG_LIVE) {
+            /* never started */
+            if (m->u.start.beh == &tr__inbox_behavior)
+                tr__inbox_release(m->u.start.state);
+            else
+                free(m->u.start.state);
+        }
+        else if (m->magic == TR__MSG_LIVE)
+            tr__msg_release_payload(m);
+        m->magic = TR__MSG_DONE;
+    }
+    if (a->mb.tail != &a->stub) {
+        tr__block_free(a->mb.tail);
+        tr__mailbox_init(&a->mb, &a->stub, false);
+    }
+}
+
+void tr__actor_shutdown_all(tr_runtime *rt) {
+    tr_ctx *ctx = &rt->foreign;
+    ctx->shutdown = true;
+    uint32_t n = atomic_load_explicit(&rt->nslots, memory_order_relaxed);
+    for (uint32_t idx = 1; idx < n; idx++) {
+        tr__actor *a = tr__slot_lookup(rt, (uint64_t)idx + 1);
+        if (a == NULL)
+            continue;
+        if (a->beh != NULL && a->beh != &tr__inbox_behavior) {
+            set_current(ctx, a);
+            if (a->beh->on_stop != NULL)
+                a->beh->on_stop(ctx, a->state, TR_EXIT_SHUTDOWN);
+            free(a->state);
+            bump(&ctx->st.ended);
+        }
+        if (a->ext != NULL && a->ext->inbox != NULL)
+            tr__inbox_release(a->ext->inbox);
+        tr__request_cleanup(rt, a);
+        a->beh = NULL;
+        a->state = NULL;
+        atomic_fetch_or_explicit(&a->live_gen, TR__GEN_DEAD,
+                                 memory_order_relaxed);
+        a->run_gen = 0;
+        drain_slot(a);
+    }
+    ctx->cur = NULL;
+}
+
+TR_API bool tr_actor_alive(tr_runtime *rt, tr_ref ref) {
+    if (rt == NULL)
+        return false;
+    tr__actor *a = tr__slot_lookup(rt, ref.id);
+    return a != NULL && atomic_load_explicit(&a->live_gen,
+                                             memory_order_acquire) ==
+                            (uint32_t)(ref.id >> 32);
+}
+
+TR_API tr_ref tr_self(const tr_ctx *ctx) {
+    return ctx != NULL ? ctx->self : TR_REF_NONE;
+}
+
+TR_API tr_runtime *tr_ctx_runtime(const tr_ctx *ctx) {
+    return ctx != NULL ? ctx->rt : NULL;
+}
+
+TR_API unsigned tr_ctx_worker(const tr_ctx *ctx) {
+    return ctx != NULL && ctx->w != NULL ? ctx->w->index : 0;
+}
+
+TR_API void tr_stop(tr_ctx *ctx) {
+    if (ctx != NULL)
+        ctx->stop_req = true;
+}

@@ -1,0 +1,59 @@
+/* Internal layout of a message. One TR__BLOCK_SIZE block from the pool:
+ * the mailbox link first, then the header, then a 24-byte payload area. */
+#ifndef TR_ACTORS_MSG_H
+#define TR_ACTORS_MSG_H
+
+#include <stdint.h>
+
+#include "runtime/mailbox.h"
+#include "troupe/actor.h"
+#include "troupe/error.h"
+#include "troupe/message.h"
+
+enum {
+    TR__MSG_LIVE = 0xA5,  /* allocated, owned by someone */
+    TR__MSG_FREED = 0x5A, /* back in the pool */
+    TR__MSG_DONE = 0x3C   /* handled: payload released, node is a stub */
+};
+
+enum {
+    TR__F_INLINE = 1u << 0,  /* BYTES/MSGPACK stored in u.inl */
+    TR__F_REQUEST = 1u << 1, /* carries req_id; reply goes to sender */
+    TR__F_REPLY = 1u << 2,   /* answer to req_id */
+    TR__F_START = 1u << 3,   /* system: start a new incarnation */
+    TR__F_TIMEOUT = 1u << 4  /* system: request req_id timed out */
+};
+
+struct tr_msg {
+    tr__node node;
+    uint32_t tag;
+    uint8_t kind;  /* tr_payload_kind */
+    uint8_t magic; /* TR__MSG_* */
+    uint16_t flags;
+    uint32_t target_gen; /* generation of the receiver it was sent to */
+    uint32_t len;        /* payload bytes (BYTES/MSGPACK/PTR) */
+    tr_ref sender;
+    uint64_t req_id;
+    union {
+        uint64_t u64;
+        unsigned char inl[TR_MSG_INLINE];
+        struct {
+            void *ptr;
+            tr_free_fn dtor;
+        } p;
+        struct {
+            const void *beh;
+            void *state;
+        } start;
+    } u;
+};
+
+_Static_assert(sizeof(struct tr_msg) <= 64, "message header fits a block");
+
+tr_msg *tr__msg_alloc(uint32_t tag, tr_payload_kind kind);
+/* Runs the payload destructor / frees heap bytes; the node stays. */
+void tr__msg_release_payload(tr_msg *m);
+/* Releases the payload and returns the block to the pool. */
+void tr__msg_free(tr_msg *m);
+
+#endif

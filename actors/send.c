@@ -1,0 +1,262 @@
+/* Sends, forwarding, request/reply.
+ *
+ * Request ids are per requester (a counter in the actor's ext), so a reply
+ * is matched by (requester, id). The pending table lists the requests that
+ * still wait: a reply or timeout whose id is not in it is late and dropped,
+ * which is how a late reply can never be taken for another request's. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "actors/system.h"
+#include "runtime/log.h"
+#include "runtime/platform.h"
+
+void tr__count_refused(tr_runtime *rt, tr_ctx *ctx) {
+    if (ctx != NULL && ctx->w != NULL)
+        atomic_store_explicit(&ctx->st.refused,
+                              atomic_load_explicit(&ctx->st.refused,
+                                                   memory_order_relaxed) +
+                                  1,
+                              memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&rt->foreign_refused, 1,
+                                  memory_order_relaxed);
+}
+
+int tr__send(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m) {
+    if (m->magic != TR__MSG_LIVE)
+        return TR_EFREED;
+    if (atomic_load_explicit(&rt->stopping, memory_order_relaxed) ||
+        (ctx != NULL && ctx->shutdown)) {
+        tr__count_refused(rt, ctx);
+        return TR_ESTOPPED;
+    }
+    tr__actor *a = tr__slot_lookup(rt, to.id);
+    uint32_t gen = (uint32_t)(to.id >> 32);
+    /* Acquire: pairs with the spawner's release of live_gen. */
+    if (a == NULL ||
+        atomic_load_explicit(&a->live_gen, memory_order_acquire) != gen) {
+        tr__count_refused(rt, ctx);
+        return TR_ENOACTOR;
+    }
+    m->target_gen = gen;
+    /* After the push the message belongs to the receiver: not touched. */
+    if (tr__mailbox_push(&a->mb, &m->node))
+        tr__sched_push(&rt->sched, ctx != NULL ? ctx->w : NULL, a);
+    return 0;
+}
+
+static tr_ctx *caller_ctx(tr_runtime *rt) {
+    tr__worker *w = tr__sched_current();
+    return (w != NULL && w->sched == &rt->sched) ? (tr_ctx *)w->user : NULL;
+}
+
+TR_API int tr_send(tr_ctx *ctx, tr_ref to, tr_msg **msg) {
+    if (ctx == NULL || msg == NULL || *msg == NULL)
+        return TR_EINVAL;
+    tr_msg *m = *msg;
+    m->sender = ctx->self;
+    int rc = tr__send(ctx->rt, ctx, to, m);
+    if (rc == 0)
+        *msg = NULL;
+    return rc;
+}
+
+TR_API int tr_runtime_send(tr_runtime *rt, tr_ref to, tr_msg **msg) {
+    if (rt == NULL || msg == NULL || *msg == NULL)
+        return TR_EINVAL;
+    tr_ctx *ctx = caller_ctx(rt);
+    tr_msg *m = *msg;
+    m->sender = ctx != NULL ? ctx->self : TR_REF_NONE;
+    int rc = tr__send(rt, ctx, to, m);
+    if (rc == 0)
+        *msg = NULL;
+    return rc;
+}
+
+static int send_built(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m) {
+    if (m == NULL)
+        return TR_ENOMEM;
+    m->sender = ctx != NULL ? ctx->self : TR_REF_NONE;
+    int rc = tr__send(rt, ctx, to, m);
+    if (rc != 0)
+        tr__msg_free(m);
+    return rc;
+}
+
+TR_API int tr_send_u64(tr_ctx *ctx, tr_ref to, uint32_t tag, uint64_t value) {
+    if (ctx == NULL)
+        return TR_EINVAL;
+    return send_built(ctx->rt, ctx, to, tr_msg_new_u64(tag, value));
+}
+
+TR_API int tr_send_tag(tr_ctx *ctx, tr_ref to, uint32_t tag) {
+    if (ctx == NULL)
+        return TR_EINVAL;
+    return send_built(ctx->rt, ctx, to, tr_msg_new(tag));
+}
+
+TR_API int tr_runtime_send_u64(tr_runtime *rt, tr_ref to, uint32_t tag,
+                               uint64_t value) {
+    if (rt == NULL)
+        return TR_EINVAL;
+    return send_built(rt, caller_ctx(rt), to, tr_msg_new_u64(tag, value));
+}
+
+TR_API int tr_forward(tr_ctx *ctx, tr_ref to, tr_msg *msg) {
+    if (ctx == NULL || msg == NULL)
+        return TR_EINVAL;
+    if (msg->magic != TR__MSG_LIVE)
+        return TR_EFREED;
+    tr_msg *m = tr__msg_alloc(msg->tag, (tr_payload_kind)msg->kind);
+    if (m == NULL)
+        return TR_ENOMEM;
+    /* Move the payload (inline bytes are copied, pointers move). */
+    m->flags = msg->flags & (TR__F_INLINE | TR__F_REQUEST);
+    m->len = msg->len;
+    m->req_id = msg->req_id;
+    memcpy(&m->u, &msg->u, sizeof m->u);
+    /* The original sender stays: a forwarded request is answered to the
+     * requester, not to the forwarder. */
+    m->sender = msg->sender;
+    int rc = tr__send(ctx->rt, ctx, to, m);
+    if (rc != 0) {
+        m->kind = TR_PAYLOAD_NONE; /* the payload stays with msg */
+        tr__msg_free(m);
+        return rc;
+    }
+    msg->kind = TR_PAYLOAD_NONE;
+    msg->len = 0;
+    return 0;
+}
+
+static tr__actor_ext *ext_of(tr__actor *a) {
+    if (a->ext == NULL)
+        a->ext = calloc(1, sizeof *a->ext);
+    return a->ext;
+}
+
+static int pending_add(tr__actor_ext *e, uint64_t req_id, uint64_t timer_id) {
+    if (e->npending == e->cappending) {
+        uint32_t ncap = e->cappending ? e->cappending * 2 : 4;
+        tr__pending *np = realloc(e->pending, ncap * sizeof *np);
+        if (np == NULL)
+            return TR_ENOMEM;
+        e->pending = np;
+        e->cappending = ncap;
+    }
+    e->pending[e->npending++] = (tr__pending){req_id, timer_id};
+    return 0;
+}
+
+TR_API int tr_request(tr_ctx *ctx, tr_ref to, tr_msg **msg, int64_t timeout_ms,
+                      uint64_t *req_id) {
+    if (ctx == NULL || msg == NULL || *msg == NULL || timeout_ms < -1)
+        return TR_EINVAL;
+    if (ctx->cur == NULL)
+        return TR_ENOCTX;
+    tr__actor_ext *e = ext_of(ctx->cur);
+    if (e == NULL)
+        return TR_ENOMEM;
+    /* Reserve the pending entry first: once sent, the request cannot be
+     * taken back. */
+    if (pending_add(e, 0, 0) != 0)
+        return TR_ENOMEM;
+    e->npending--;
+    tr_msg *tmo = NULL;
+    if (timeout_ms >= 0) {
+        tmo = tr__msg_alloc(TR_TAG_TIMEOUT, TR_PAYLOAD_U64);
+        if (tmo == NULL)
+            return TR_ENOMEM;
+    }
+    uint64_t id = ++e->next_req_id;
+    tr_msg *m = *msg;
+    m->flags |= TR__F_REQUEST;
+    m->req_id = id;
+    m->sender = ctx->self;
+    int rc = tr__send(ctx->rt, ctx, to, m);
+    if (rc != 0) {
+        m->flags &= (uint16_t)~TR__F_REQUEST;
+        m->req_id = 0;
+        if (tmo != NULL)
+            tr__msg_free(tmo);
+        return rc;
+    }
+    *msg = NULL;
+    uint64_t timer_id = 0;
+    if (tmo != NULL) {
+        tmo->flags = TR__F_TIMEOUT;
+        tmo->req_id = id;
+        tmo->u.u64 = (uint64_t)(int64_t)TR_ETIMEDOUT;
+        if (tr__reactor_timer_add(&ctx->rt->reactor,
+                                  tr__now_ns() + timeout_ms * 1000000, 0,
+                                  ctx->self.id, tmo, 0, &timer_id) != 0) {
+            /* Cannot arm the timeout: deliver it now rather than never. */
+            tr__log(TR_LOG_WARN, "request %llu: timer failed, timing out",
+                    (unsigned long long)id);
+            tmo->sender = TR_REF_NONE;
+            if (tr__send(ctx->rt, ctx, ctx->self, tmo) != 0)
+                tr__msg_free(tmo);
+        }
+    }
+    e->pending[e->npending++] = (tr__pending){id, timer_id};
+    if (req_id != NULL)
+        *req_id = id;
+    return 0;
+}
+
+bool tr__request_filter(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
+    tr__actor_ext *e = a->ext;
+    uint32_t i = 0;
+    if (e != NULL)
+        while (i < e->npending && e->pending[i].req_id != m->req_id)
+            i++;
+    if (e == NULL || i == e->npending) {
+        if (m->flags & TR__F_REPLY) {
+            atomic_store_explicit(
+                &ctx->st.late_replies,
+                atomic_load_explicit(&ctx->st.late_replies,
+                                     memory_order_relaxed) +
+                    1,
+                memory_order_relaxed);
+            tr__log(TR_LOG_DEBUG, "late reply to request %llu discarded",
+                    (unsigned long long)m->req_id);
+        }
+        return false;
+    }
+    if ((m->flags & TR__F_REPLY) && e->pending[i].timer_id != 0)
+        (void)tr__reactor_timer_cancel(&ctx->rt->reactor,
+                                       e->pending[i].timer_id);
+    e->pending[i] = e->pending[--e->npending];
+    return true;
+}
+
+void tr__request_cleanup(tr_runtime *rt, tr__actor *a) {
+    tr__actor_ext *e = a->ext;
+    if (e == NULL)
+        return;
+    for (uint32_t i = 0; i < e->npending; i++)
+        if (e->pending[i].timer_id != 0)
+            (void)tr__reactor_timer_cancel(&rt->reactor,
+                                           e->pending[i].timer_id);
+    free(e->pending);
+    free(e);
+    a->ext = NULL;
+}
+
+TR_API int tr_reply(tr_ctx *ctx, const tr_msg *req, tr_msg **reply) {
+    if (ctx == NULL || req == NULL || reply == NULL || *reply == NULL)
+        return TR_EINVAL;
+    if (!(req->flags & TR__F_REQUEST))
+        return TR_ESTATE;
+    tr_msg *m = *reply;
+    m->flags |= TR__F_REPLY;
+    m->req_id = req->req_id;
+    m->sender = ctx->self;
+    int rc = tr__send(ctx->rt, ctx, req->sender, m);
+    if (rc == 0)
+        *reply = NULL;
+    else
+        m->flags &= (uint16_t)~TR__F_REPLY;
+    return rc;
+}

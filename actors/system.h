@@ -1,0 +1,140 @@
+/* The actor system: struct tr_runtime, actor slots, the per-worker
+ * context. Internal to the library. */
+#ifndef TR_ACTORS_SYSTEM_H
+#define TR_ACTORS_SYSTEM_H
+
+#include <pthread.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "actors/msg.h"
+#include "runtime/mailbox.h"
+#include "runtime/offload.h"
+#include "runtime/reactor.h"
+#include "runtime/sched.h"
+#include "troupe/actor.h"
+
+/* An actor slot: 64 bytes, one cache line. Slots live in chunks that are
+ * never freed while the runtime lives (type-stable memory), so a sender
+ * holding a stale reference can always touch the slot's mailbox safely;
+ * the generation check and the per-message target_gen decide whether the
+ * message is for the current incarnation. */
+typedef struct tr__actor {
+    tr__mailbox mb;
+    tr__node stub;
+    /* Generation of the live incarnation; DEAD bit set when none. Written
+     * by the spawner (new incarnation) and by the worker at death; read by
+     * senders. */
+    _Atomic uint32_t live_gen;
+    /* Fields below: only the thread running the slot (or the spawner
+     * through the START message) touches them. */
+    uint32_t run_gen; /* | TR__STUB_QUEUED */
+    const tr_behavior *beh;
+    void *state;
+    void *sched_link; /* inject-queue link, owned by the scheduler */
+    struct tr__actor_ext *ext;
+} tr__actor;
+
+/* Slot 0 of every chunk is this header (never handed out): chunks are
+ * aligned to their size, so a slot's index follows from its address. */
+typedef struct tr__chunk_head {
+    uint32_t chunk_no;
+} tr__chunk_head;
+
+_Static_assert(sizeof(tr__actor) == 64, "an actor slot is one cache line");
+
+#define TR__GEN_DEAD 0x80000000u
+/* In run_gen: the embedded stub is queued in the mailbox. */
+#define TR__STUB_QUEUED 0x80000000u
+#define TR__CHUNK_SHIFT 12
+#define TR__CHUNK_SLOTS (1u << TR__CHUNK_SHIFT)
+#define TR__MAX_CHUNKS 65536u
+#define TR__CHUNK_BYTES ((size_t)TR__CHUNK_SLOTS * sizeof(tr__actor))
+
+typedef struct tr__pending {
+    uint64_t req_id;
+    uint64_t timer_id;
+} tr__pending;
+
+/* Rarely needed per-actor data, allocated on first use. */
+typedef struct tr__actor_ext {
+    uint64_t next_req_id;
+    tr__pending *pending;
+    uint32_t npending, cappending;
+    struct tr_inbox *inbox; /* non-NULL for an inbox slot */
+} tr__actor_ext;
+
+/* Per-worker counters: written by the owner only (relaxed), summed by
+ * readers. */
+typedef struct tr__wstats {
+    _Atomic uint64_t spawned, ended, dead_letters, late_replies, refused;
+} tr__wstats;
+
+struct tr_ctx {
+    tr_runtime *rt;
+    tr__worker *w;
+    tr__actor *cur;
+    tr_ref self;
+    bool stop_req;
+    bool shutdown; /* cleanup during runtime shutdown: no sends */
+    tr__wstats st;
+    /* Free slot indices of this worker. */
+    uint32_t *free_slots;
+    uint32_t nfree, capfree;
+};
+
+struct tr_runtime {
+    tr__sched sched;
+    tr__reactor reactor;
+    tr__offload offload;
+    tr_runtime_config cfg;
+    tr_ctx *ctxs; /* one per worker */
+    tr_ctx foreign; /* stats for foreign threads (atomic adds) */
+
+    alignas(64) _Atomic int stopping;
+    _Atomic int run_state; /* 0 created, 1 running, 2 finished */
+    _Atomic uint64_t foreign_spawned;
+    _Atomic uint64_t foreign_refused;
+
+    /* Slot table. */
+    alignas(64) pthread_mutex_t slots_lock; /* chunk growth, global free list */
+    tr__actor *_Atomic chunks[TR__MAX_CHUNKS];
+    _Atomic uint32_t nslots; /* slots handed out by bump allocation */
+    uint32_t *gfree;         /* global free list, under slots_lock */
+    uint32_t ngfree, capgfree;
+};
+
+tr__actor *tr__slot_lookup(tr_runtime *rt, uint64_t id);
+int tr__send(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m);
+void tr__count_refused(tr_runtime *rt, tr_ctx *ctx);
+void tr__actor_shutdown_all(tr_runtime *rt);
+bool tr__actor_run(tr__worker *w, void *unit, void *arg);
+bool tr__quiescent(void *arg);
+/* Handles reply/timeout bookkeeping for a message about to be handled;
+ * returns false if the message must be dropped (late reply). */
+bool tr__request_filter(tr_ctx *ctx, tr__actor *a, tr_msg *m);
+void tr__request_cleanup(tr_runtime *rt, tr__actor *a);
+int tr__spawn(tr_runtime *rt, tr_ctx *ctx, const tr_behavior *beh,
+              const void *init, size_t init_len, tr_ref *out,
+              struct tr_inbox *inbox);
+/* Inbox slot delivery (actors/inbox.c). */
+void tr__inbox_deliver(struct tr_inbox *ib, tr_msg *m);
+/* Drops the slot's reference to the inbox. */
+void tr__inbox_release(struct tr_inbox *ib);
+
+static inline uint32_t tr__slot_index(const tr__actor *a) {
+    uintptr_t base = (uintptr_t)a & ~(uintptr_t)(TR__CHUNK_BYTES - 1);
+    const tr__chunk_head *h = (const tr__chunk_head *)base;
+    return (h->chunk_no << TR__CHUNK_SHIFT) |
+           (uint32_t)(((uintptr_t)a - base) / sizeof(tr__actor));
+}
+
+extern const tr_behavior tr__inbox_behavior;
+
+static inline tr_ref tr__make_ref(uint32_t index, uint32_t gen) {
+    return (tr_ref){((uint64_t)gen << 32) | ((uint64_t)index + 1)};
+}
+
+#endif
