@@ -162,6 +162,7 @@ int tr__spawn(tr_runtime *rt, tr_ctx *ctx, const tr_behavior *beh,
     if (gen == 0)
         gen = 1;
     start->flags = TR__F_START;
+    start->magic = TR__MSG_QUEUED;
     start->target_gen = gen;
     start->u.start.beh = beh;
     start->u.start.state = state;
@@ -278,16 +279,26 @@ static void start_incarnation(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
         die(ctx, a, rc < 0 ? rc : TR_EXIT_NORMAL);
 }
 
+/* One turn. The slot's cache line is also written by every sender (the
+ * mailbox head), so the loop keeps what it needs from the slot in locals
+ * and touches the slot again only on rare events (start, death, empty):
+ * a producer on another core then keeps the line to itself instead of
+ * bouncing it once per message. */
 bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
     tr_runtime *rt = arg;
     tr_ctx *ctx = w->user;
     tr__actor *a = unit;
     unsigned batch = rt->cfg.batch;
+    tr__node *tail = a->mb.tail;
+    uint32_t gen = a->run_gen & ~TR__STUB_QUEUED;
+    const tr_behavior *beh = a->beh;
+    void *state = a->state;
+    if (gen != 0)
+        set_current(ctx, a);
     for (unsigned n = 0; n < batch;) {
-        tr__node *old;
-        tr__node *node = tr__mailbox_pop(&a->mb, &old);
-        if (old != NULL && old != &a->stub)
-            tr__block_free(old); /* a handled message: payload released */
+        /* Acquire: pairs with the producer's release link (mailbox.h). */
+        tr__node *node = atomic_load_explicit(&tail->next,
+                                              memory_order_acquire);
         if (node == NULL) {
             /* Looks empty, but the last handled message is the stub. Swap
              * the embedded stub back in so an idle actor holds no message
@@ -295,13 +306,16 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
              * whether the stub is already queued: NULL may also mean a
              * producer is between its exchange and its link, so reaching
              * NULL does not prove the stub was passed. */
-            if (a->mb.tail != &a->stub && !(a->run_gen & TR__STUB_QUEUED)) {
+            if (tail != &a->stub && !(a->run_gen & TR__STUB_QUEUED)) {
                 a->run_gen |= TR__STUB_QUEUED;
                 (void)tr__mailbox_push(&a->mb, &a->stub);
                 continue;
             }
             break;
         }
+        if (tail != &a->stub)
+            tr__block_free(tail); /* a handled message: payload released */
+        tail = node;
         if (node == &a->stub) {
             a->run_gen &= ~TR__STUB_QUEUED;
             continue;
@@ -310,23 +324,32 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
         tr_msg *m = (tr_msg *)node;
         if (m->flags & TR__F_START) {
             start_incarnation(ctx, a, m);
-        } else if (m->target_gen != (a->run_gen & ~TR__STUB_QUEUED) ||
-                   m->target_gen == 0) {
+            gen = a->run_gen & ~TR__STUB_QUEUED;
+            beh = a->beh;
+            state = a->state;
+            if (gen != 0)
+                set_current(ctx, a);
+        } else if (m->target_gen != gen || gen == 0) {
             drop_dead_letter(ctx, a, m);
-        } else if (a->ext != NULL && a->ext->inbox != NULL) {
+        } else if (beh == &tr__inbox_behavior) {
             tr__inbox_deliver(a->ext->inbox, m);
         } else if ((m->flags & (TR__F_REPLY | TR__F_TIMEOUT)) &&
                    !tr__request_filter(ctx, a, m)) {
             tr__msg_release_payload(m);
         } else {
-            set_current(ctx, a);
-            int rc = a->beh->handle(ctx, a->state, m);
+            ctx->stop_req = false;
+            int rc = beh->handle(ctx, state, m);
             tr__msg_release_payload(m);
-            if (rc != 0 || ctx->stop_req)
+            if (rc != 0 || ctx->stop_req) {
                 die(ctx, a, rc < 0 ? rc : TR_EXIT_NORMAL);
+                gen = 0;
+                beh = NULL;
+                state = NULL;
+            }
         }
         m->magic = TR__MSG_DONE;
     }
+    a->mb.tail = tail;
     ctx->cur = NULL;
     return !tr__mailbox_mark_empty(&a->mb);
 }
@@ -355,14 +378,15 @@ static void drain_slot(tr__actor *a) {
         if (node == &a->stub)
             continue;
         tr_msg *m = (tr_msg *)node;
-        if ((m->flags & TR__F_START) && m->magic == TR__MSG_LIVE) {
+        bool pending = m->magic == TR__MSG_QUEUED;
+        if ((m->flags & TR__F_START) && pending) {
             /* never started */
             if (m->u.start.beh == &tr__inbox_behavior)
                 tr__inbox_release(m->u.start.state);
             else
                 free(m->u.start.state);
         }
-        else if (m->magic == TR__MSG_LIVE)
+        else if (pending)
             tr__msg_release_payload(m);
         m->magic = TR__MSG_DONE;
     }

@@ -104,7 +104,7 @@ void tr__msg_release_payload(tr_msg *m) {
 }
 
 void tr__msg_free(tr_msg *m) {
-    if (m->magic == TR__MSG_LIVE)
+    if (m->magic == TR__MSG_LIVE || m->magic == TR__MSG_QUEUED)
         tr__msg_release_payload(m);
     m->magic = TR__MSG_FREED;
     tr__block_free(m);

@@ -11,9 +11,10 @@
 #include "troupe/message.h"
 
 enum {
-    TR__MSG_LIVE = 0xA5,  /* allocated, owned by someone */
-    TR__MSG_FREED = 0x5A, /* back in the pool */
-    TR__MSG_DONE = 0x3C   /* handled: payload released, node is a stub */
+    TR__MSG_LIVE = 0xA5,   /* allocated, owned by user code */
+    TR__MSG_FREED = 0x5A,  /* back in the pool */
+    TR__MSG_QUEUED = 0x69, /* sent: in a mailbox, or borrowed by a handler */
+    TR__MSG_DONE = 0x3C    /* handled: payload released, node is a stub */
 };
 
 enum {

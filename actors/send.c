@@ -40,6 +40,7 @@ int tr__send(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m) {
         return TR_ENOACTOR;
     }
     m->target_gen = gen;
+    m->magic = TR__MSG_QUEUED;
     /* After the push the message belongs to the receiver: not touched. */
     if (tr__mailbox_push(&a->mb, &m->node))
         tr__sched_push(&rt->sched, ctx != NULL ? ctx->w : NULL, a);
@@ -106,7 +107,8 @@ TR_API int tr_runtime_send_u64(tr_runtime *rt, tr_ref to, uint32_t tag,
 TR_API int tr_forward(tr_ctx *ctx, tr_ref to, tr_msg *msg) {
     if (ctx == NULL || msg == NULL)
         return TR_EINVAL;
-    if (msg->magic != TR__MSG_LIVE)
+    /* Borrowed in a handler (QUEUED) or owned (LIVE). */
+    if (msg->magic != TR__MSG_QUEUED && msg->magic != TR__MSG_LIVE)
         return TR_EFREED;
     tr_msg *m = tr__msg_alloc(msg->tag, (tr_payload_kind)msg->kind);
     if (m == NULL)

@@ -98,9 +98,12 @@ TR_API int tr_send_tag(tr_ctx *ctx, tr_ref to, uint32_t tag);
 TR_API int tr_runtime_send_u64(tr_runtime *rt, tr_ref to, uint32_t tag,
                                uint64_t value);
 
-/* Moves a borrowed message's payload into a new message to `to` (the tag
- * is kept): zero-copy forwarding. After success the borrowed message is
- * empty (its destructor will not run). */
+/* Moves a borrowed message's payload into a new message to `to`:
+ * zero-copy forwarding (a heap or pointer payload moves; inline bytes, at
+ * most TR_MSG_INLINE, are copied with the node). The tag, the ORIGINAL
+ * sender and, for a request, the request id are kept (Akka's forward): the
+ * final receiver's tr_reply answers the original requester directly. After
+ * success the borrowed message is empty (its destructor will not run). */
 TR_API int tr_forward(tr_ctx *ctx, tr_ref to, tr_msg *msg);
 
 /* Request/reply. Sends *msg to `to` as a request with a fresh id (written
