@@ -368,9 +368,28 @@ bool tr__quiescent(void *arg) {
     return spawned == ended;
 }
 
+/* Shutdown cleanup of the incarnation installed in a, if any. */
+static void shutdown_incarnation(tr_ctx *ctx, tr__actor *a) {
+    if (a->beh != NULL && a->beh != &tr__inbox_behavior) {
+        set_current(ctx, a);
+        if (a->beh->on_stop != NULL)
+            a->beh->on_stop(ctx, a->state, TR_EXIT_SHUTDOWN);
+        free(a->state);
+        bump(&ctx->st.ended);
+    }
+    if (a->ext != NULL && a->ext->inbox != NULL)
+        tr__inbox_release(a->ext->inbox);
+    tr__request_cleanup(ctx->rt, a);
+    a->beh = NULL;
+    a->state = NULL;
+    a->run_gen &= TR__STUB_QUEUED;
+}
+
 /* Frees everything queued in a's mailbox and its stub (shutdown only:
- * no thread runs a and no sends are accepted). */
-static void drain_slot(tr__actor *a) {
+ * no thread runs a and no sends are accepted). An actor spawned but never
+ * started still owns its state: it gets its on_stop too, so cleanup runs
+ * exactly once for every spawned actor. */
+static void drain_slot(tr_ctx *ctx, tr__actor *a) {
     tr__node *old, *node;
     while ((node = tr__mailbox_pop(&a->mb, &old)) != NULL) {
         if (old != &a->stub)
@@ -380,20 +399,24 @@ static void drain_slot(tr__actor *a) {
         tr_msg *m = (tr_msg *)node;
         bool pending = m->magic == TR__MSG_QUEUED;
         if ((m->flags & TR__F_START) && pending) {
-            /* never started */
-            if (m->u.start.beh == &tr__inbox_behavior)
+            if (m->u.start.beh == &tr__inbox_behavior) {
                 tr__inbox_release(m->u.start.state);
-            else
-                free(m->u.start.state);
-        }
-        else if (pending)
+            } else {
+                a->beh = m->u.start.beh;
+                a->state = m->u.start.state;
+                a->run_gen = m->target_gen;
+                shutdown_incarnation(ctx, a);
+            }
+        } else if (pending) {
             tr__msg_release_payload(m);
+        }
         m->magic = TR__MSG_DONE;
     }
     if (a->mb.tail != &a->stub) {
         tr__block_free(a->mb.tail);
         tr__mailbox_init(&a->mb, &a->stub, false);
     }
+    a->run_gen = 0;
 }
 
 void tr__actor_shutdown_all(tr_runtime *rt) {
@@ -404,22 +427,10 @@ void tr__actor_shutdown_all(tr_runtime *rt) {
         tr__actor *a = tr__slot_lookup(rt, (uint64_t)idx + 1);
         if (a == NULL)
             continue;
-        if (a->beh != NULL && a->beh != &tr__inbox_behavior) {
-            set_current(ctx, a);
-            if (a->beh->on_stop != NULL)
-                a->beh->on_stop(ctx, a->state, TR_EXIT_SHUTDOWN);
-            free(a->state);
-            bump(&ctx->st.ended);
-        }
-        if (a->ext != NULL && a->ext->inbox != NULL)
-            tr__inbox_release(a->ext->inbox);
-        tr__request_cleanup(rt, a);
-        a->beh = NULL;
-        a->state = NULL;
+        shutdown_incarnation(ctx, a);
         atomic_fetch_or_explicit(&a->live_gen, TR__GEN_DEAD,
                                  memory_order_relaxed);
-        a->run_gen = 0;
-        drain_slot(a);
+        drain_slot(ctx, a);
     }
     ctx->cur = NULL;
 }

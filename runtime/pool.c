@@ -95,6 +95,8 @@ static void register_thread(cache *c) {
 
 void *tr__block_alloc(void) {
     cache *c = &tcache;
+    if (__builtin_expect(!c->registered, 0))
+        register_thread(c);
     if (c->na == 0) {
         if (c->nb == TR__MAG) {
             c->a = c->b;
@@ -102,8 +104,6 @@ void *tr__block_alloc(void) {
             c->b = NULL;
             c->nb = 0;
         } else {
-            if (!c->registered)
-                register_thread(c);
             block *mag = depot_get();
             if (mag == NULL)
                 return malloc(TR__BLOCK_SIZE);
@@ -120,9 +120,10 @@ void *tr__block_alloc(void) {
 void tr__block_free(void *p) {
     cache *c = &tcache;
     block *b = p;
+    /* Every caching thread registers, so its exit flushes the cache. */
+    if (__builtin_expect(!c->registered, 0))
+        register_thread(c);
     if (c->na == TR__MAG) {
-        if (!c->registered)
-            register_thread(c);
         if (c->nb == TR__MAG)
             depot_put(c->b);
         c->b = c->a;

@@ -97,8 +97,8 @@ static void notify(tr__sched *s) {
     /* seq_cst fence: our unit's publication is ordered before the reads of
      * nspinning/nidle (Dekker pair with the sleeper, see design notes). */
     atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&s->nspinning, memory_order_relaxed) == 0 &&
-        atomic_load_explicit(&s->nidle, memory_order_relaxed) > 0)
+    if (atomic_load_explicit(&s->nspinning, memory_order_seq_cst) == 0 &&
+        atomic_load_explicit(&s->nidle, memory_order_seq_cst) > 0)
         wake_one(s);
 }
 

@@ -57,8 +57,10 @@ typedef struct tr_behavior {
     /* Runs once before the first message, on a worker. Optional. A return
      * value other than 0 ends the actor like a handler's would. */
     int (*on_start)(tr_ctx *ctx, void *state);
-    /* Cleanup: runs exactly once when the actor ends, whatever the reason.
-     * Sends are allowed except during runtime shutdown. Optional. */
+    /* Cleanup: runs exactly once when the actor ends, whatever the reason
+     * -- also for an actor spawned but never started (its state is its
+     * own from spawn on), with TR_EXIT_SHUTDOWN. Sends are allowed except
+     * during runtime shutdown. Optional. */
     void (*on_stop)(tr_ctx *ctx, void *state, int reason);
     /* Bytes of state allocated (zeroed) per actor; 0 = none (state NULL). */
     size_t state_size;
