@@ -1,0 +1,61 @@
+/* bench.h — shared by the files of troupe_bench (see main.c's design notes).
+ * Internal to the benchmark binary; not part of troupe's API. */
+#ifndef TROUPE_BENCH_H
+#define TROUPE_BENCH_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "troupe/troupe.h"
+
+enum bench_tag {
+    TAG_READY = 1, /* anchor / idle -> main: started */
+    TAG_STOP,      /* -> an actor: end (idle replies TAG_ACK first) */
+    TAG_RESULT,    /* -> main: the workload's result (u64) */
+    TAG_PING,      /* ping -> pong: i */
+    TAG_PONG,      /* pong -> ping: i */
+    TAG_INC,       /* producer -> counter */
+    TAG_GET,       /* producer -> counter, a request */
+    TAG_VALUE,     /* counter -> producer, the reply (u64) */
+    TAG_TOKEN,     /* ring: the token (u64) */
+    TAG_LINK,      /* main -> ring node R: its successor, node 1 (u64 ref id) */
+    TAG_NUM,       /* skynet child -> parent: a partial sum (u64) */
+    TAG_ACK        /* idle -> main: 1 */
+};
+
+/* The runtime, its runner thread and main's inbox. */
+typedef struct bench_env {
+    tr_runtime *rt;
+    tr_inbox *inbox;
+    tr_ref main; /* the inbox's reference */
+    tr_ref anchor;
+    pthread_t runner;
+    int run_rc;
+    atomic_bool run_returned;
+} bench_env;
+
+/* Failure reporting. In a handler: print, flag the run as failed and return
+ * rc (the actor ends with it). In main: print and exit(1) if rc < 0. */
+int bench_actor_fail(int rc, const char *what);
+int bench_unexpected(const char *who, const tr_msg *msg);
+void bench_must(int rc, const char *what);
+
+/* Main's next inbox message, which must carry `tag`; returns its u64. */
+uint64_t bench_recv_u64(bench_env *env, uint32_t tag);
+/* Monotonic seconds. */
+double bench_now(void);
+
+/* Workloads 1-4 (bench_local.c): spawn, run, return the check value. The
+ * timed region is the caller's. nodes: R slots for the ring's references. */
+uint64_t bench_pingpong(bench_env *env, uint64_t n);
+uint64_t bench_counting(bench_env *env, uint64_t n);
+uint64_t bench_ring(bench_env *env, uint64_t hops, uint64_t r, tr_ref *nodes);
+void bench_ring_stop(bench_env *env, uint64_t r, const tr_ref *nodes);
+uint64_t bench_skynet(bench_env *env, uint64_t leaves);
+
+/* Workload 8 (bench_idle.c): times itself and prints its own line. */
+void bench_idle(bench_env *env, uint64_t n);
+
+#endif
