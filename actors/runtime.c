@@ -77,6 +77,7 @@ TR_API int tr_runtime_create(tr_runtime **out, const tr_runtime_config *cfg) {
     rc = tr__reactor_init(&rt->reactor, deliver, make_tick, free_msg, rt);
     if (rc != 0)
         goto fail_reactor;
+    rt->reactor.sched = &rt->sched;
     rc = tr__reactor_start(&rt->reactor);
     if (rc != 0)
         goto fail_reactor;

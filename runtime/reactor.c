@@ -129,7 +129,17 @@ static void *reactor_main(void *arg) {
             if (d > (int64_t)1 << 40)
                 timeout_ms = 1 << 20;
         }
+        bool monitor = r->sched != NULL && tr__sched_monitor_wanted(r->sched);
+        if (monitor && (timeout_ms < 0 || timeout_ms > 1))
+            timeout_ms = 1;
         int n = epoll_wait(r->epfd, evs, MAX_EVENTS, timeout_ms);
+        if (monitor) {
+            int64_t now = tr__now_ns();
+            if (now - r->last_monitor >= TR__MONITOR_NS) {
+                r->last_monitor = now;
+                tr__sched_monitor(r->sched);
+            }
+        }
         if (n < 0 && errno != EINTR)
             tr__log(TR_LOG_ERROR, "reactor: epoll_wait: %s", strerror(errno));
         for (int i = 0; i < n; i++) {
@@ -144,7 +154,16 @@ static void *reactor_main(void *arg) {
     return NULL;
 }
 
+static void kick(void *arg) {
+    tr__reactor *r = arg;
+    tr__eventfd_signal(r->wakefd);
+}
+
 int tr__reactor_start(tr__reactor *r) {
+    if (r->sched != NULL) {
+        r->sched->kick_arg = r;
+        r->sched->kick = kick;
+    }
     if (pthread_create(&r->thread, NULL, reactor_main, r) != 0) {
         tr__log(TR_LOG_ERROR, "reactor: pthread_create failed");
         return TR_ESYS;

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "runtime/sched.h"
 #include "runtime/timerheap.h"
 
 /* Delivers msg (a tr_msg *) to the actor with id `to`. Returns 0, or a
@@ -45,11 +46,18 @@ typedef struct tr__reactor {
     tr__tick_fn tick;
     tr__free_msg_fn free_msg;
     void *arg;
+    /* Scheduler to monitor (optional; set before tr__reactor_start). */
+    tr__sched *sched;
+    int64_t last_monitor;
 } tr__reactor;
 
 int tr__reactor_init(tr__reactor *r, tr__deliver_fn deliver, tr__tick_fn tick,
                      tr__free_msg_fn free_msg, void *arg);
+/* Starts the thread; if sched is set, also runs the scheduler monitor
+ * every TR__MONITOR_NS while a worker is awake. */
 int tr__reactor_start(tr__reactor *r);
+
+#define TR__MONITOR_NS 1000000
 /* Stops and joins the thread; pending timers' messages are freed. */
 void tr__reactor_destroy(tr__reactor *r);
 

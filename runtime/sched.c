@@ -13,7 +13,10 @@
  *     global line nor the top of a LIFO deque can starve.
  *   - Idle workers spin a short while stealing (deque tops first; a
  *     victim's next slot only when the victim ran nothing for ~5 us, i.e.
- *     it is stuck in one long handler), then sleep on a futex. Wakeups are
+ *     it is stuck in one long handler), then sleep on a futex. A unit
+ *     placed only in a next slot wakes no one: its owner runs it next. The
+ *     monitor (reactor thread, every ~1 ms while a worker is awake) wakes a
+ *     thief when a next slot waits behind a turn that does not end. Wakeups are
  *     coalesced: a worker is woken only if none is spinning, and the woken
  *     worker counts as spinning, so a stream of sends wakes at most one
  *     thread per spin period (a futex wake costs ~1-2 us here).
@@ -106,12 +109,45 @@ void tr__sched_push(tr__sched *s, tr__worker *w, void *unit) {
     if (w != NULL && w->sched == s) {
         void *old = atomic_exchange_explicit(&w->next, unit,
                                              memory_order_acq_rel);
-        if (old != NULL && !tr__deque_push(&w->dq, old))
+        /* A unit only in our next slot runs after this turn: no wakeup
+         * (that would cost a futex call per ping-pong hop and keep the
+         * other core spinning). If this turn runs long, the monitor sees
+         * it and wakes a thief. A displaced unit is stealable work. */
+        if (old == NULL)
+            return;
+        if (!tr__deque_push(&w->dq, old))
             inject(s, old);
     } else {
         inject(s, unit);
     }
     notify(s);
+}
+
+void tr__sched_monitor(tr__sched *s) {
+    bool stuck = false;
+    for (unsigned i = 0; i < s->n; i++) {
+        tr__worker *w = &s->workers[i];
+        uint64_t t = atomic_load_explicit(&w->ticks, memory_order_relaxed);
+        if (t == w->mon_ticks &&
+            atomic_load_explicit(&w->next, memory_order_relaxed) != NULL)
+            stuck = true;
+        w->mon_ticks = t;
+    }
+    if (stuck)
+        notify(s);
+}
+
+bool tr__sched_monitor_wanted(tr__sched *s) {
+    if (atomic_load_explicit(&s->nidle, memory_order_seq_cst) < s->n)
+        return true;
+    /* seq_cst store then load: Dekker pair with a waking worker's nidle
+     * decrement then load of monitor_parked. */
+    atomic_store_explicit(&s->monitor_parked, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&s->nidle, memory_order_seq_cst) < s->n) {
+        atomic_store_explicit(&s->monitor_parked, 0, memory_order_relaxed);
+        return true;
+    }
+    return false;
 }
 
 static void *take_next(tr__worker *w) {
@@ -176,15 +212,16 @@ static void *steal_round(tr__worker *w, bool steal_next) {
     return inject_pop(s);
 }
 
-static bool any_work(tr__sched *s) {
-    if (atomic_load_explicit(&s->inj_len, memory_order_seq_cst) > 0)
+/* Work this worker could take. Another worker's next slot does not count:
+ * its owner runs it after its current turn (or the monitor intervenes). */
+static bool any_work(tr__worker *w) {
+    tr__sched *s = w->sched;
+    if (atomic_load_explicit(&s->inj_len, memory_order_seq_cst) > 0 ||
+        atomic_load_explicit(&w->next, memory_order_seq_cst) != NULL)
         return true;
-    for (unsigned i = 0; i < s->n; i++) {
-        tr__worker *v = &s->workers[i];
-        if (tr__deque_size(&v->dq) > 0 ||
-            atomic_load_explicit(&v->next, memory_order_seq_cst) != NULL)
+    for (unsigned i = 0; i < s->n; i++)
+        if (tr__deque_size(&s->workers[i].dq) > 0)
             return true;
-    }
     return false;
 }
 
@@ -236,7 +273,7 @@ static void *find_work(tr__worker *w) {
         stop_spinning(w);
         unsigned idle =
             atomic_fetch_add_explicit(&s->nidle, 1, memory_order_seq_cst) + 1;
-        if (any_work(s) ||
+        if (any_work(w) ||
             atomic_load_explicit(&s->stopping, memory_order_seq_cst)) {
             uint32_t one = 1;
             if (!atomic_compare_exchange_strong_explicit(
@@ -258,6 +295,11 @@ static void *find_work(tr__worker *w) {
             tr__futex_wait(&w->sleep_word, 1, -1);
         /* Woken by wake_one (we hold a spinning token) or by stop. */
         atomic_fetch_sub_explicit(&s->nidle, 1, memory_order_seq_cst);
+        if (atomic_load_explicit(&s->monitor_parked, memory_order_seq_cst) &&
+            atomic_exchange_explicit(&s->monitor_parked, 0,
+                                     memory_order_seq_cst) &&
+            s->kick != NULL)
+            s->kick(s->kick_arg);
         if (!atomic_load_explicit(&s->stopping, memory_order_acquire))
             w->spinning = true;
         else if (w->spinning)

@@ -32,6 +32,8 @@ struct tr__worker {
     _Atomic uint64_t ticks;
     /* 1 while the worker sleeps or is about to; a waker CASes it to 0. */
     _Atomic uint32_t sleep_word;
+    /* ticks seen by the monitor at its last pass (monitor thread only). */
+    uint64_t mon_ticks;
     alignas(64) tr__sched *sched;
     unsigned index;
     bool spinning;
@@ -58,6 +60,11 @@ struct tr__sched {
     _Atomic int stopping;
     /* 0 while running; 1 when done (quiescent or stopped). Futex word. */
     _Atomic uint32_t done;
+    /* 1 while the monitor sleeps without a period; a worker that wakes up
+     * clears it and calls kick() so monitoring resumes. */
+    _Atomic int monitor_parked;
+    void (*kick)(void *arg);
+    void *kick_arg;
 };
 
 int tr__sched_init(tr__sched *s, unsigned nworkers, tr__run_fn run,
@@ -73,6 +80,15 @@ void tr__sched_stop(tr__sched *s);
 /* Makes unit runnable. From a worker of this scheduler (w != NULL): into
  * w's next-to-run slot. From anywhere else (w == NULL): the inject queue. */
 void tr__sched_push(tr__sched *s, tr__worker *w, void *unit);
+
+/* The monitor (Go's sysmon), run every ~1 ms by the reactor thread while
+ * any worker is awake: a unit waiting in the next slot of a worker that
+ * has not finished a turn since the last pass (a long handler) gets an
+ * idle worker woken to steal it. */
+void tr__sched_monitor(tr__sched *s);
+/* True when the monitor should run periodically (a worker is awake). If
+ * not, marks the monitor parked (see monitor_parked). Monitor thread. */
+bool tr__sched_monitor_wanted(tr__sched *s);
 
 /* The worker the calling thread is, or NULL (not a worker of any
  * scheduler). */
