@@ -33,6 +33,17 @@
 #include "runtime/platform.h"
 #include "runtime/pool.h"
 
+#if defined(__SANITIZE_THREAD__)
+#define TR__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TR__TSAN 1
+#endif
+#endif
+#ifndef TR__TSAN
+#define TR__TSAN 0
+#endif
+
 #define FAIR_PERIOD 61
 #define SPIN_ROUNDS 32
 #define STUCK_NS 5000
@@ -102,7 +113,7 @@ static void notify(tr__sched *s) {
      * ThreadSanitizer does not model fences (gcc refuses them under
      * -fsanitize=thread): there, a seq_cst RMW on nidle gives the same
      * order through synchronizes-with, at the price of a shared write. */
-#if defined(__SANITIZE_THREAD__)
+#if TR__TSAN
     atomic_fetch_add_explicit(&s->nidle, 0, memory_order_seq_cst);
 #else
     atomic_thread_fence(memory_order_seq_cst);
