@@ -132,13 +132,20 @@ static void slot_release(tr_runtime *rt, tr_ctx *ctx, uint32_t idx) {
 
 int tr__spawn(tr_runtime *rt, tr_ctx *ctx, const tr_behavior *beh,
               const void *init, size_t init_len, tr_ref *out,
-              struct tr_inbox *inbox) {
+              struct tr_inbox *inbox, tr_ref parent) {
     if (rt == NULL || beh == NULL ||
         (beh->handle == NULL && inbox == NULL) ||
         (init == NULL && init_len > 0) || init_len > beh->state_size)
         return TR_EINVAL;
     if (atomic_load_explicit(&rt->stopping, memory_order_acquire))
         return TR_ESTOPPED;
+    /* Only uncounted system actors (inbox, root) have no owner. */
+    bool counted = inbox == NULL && beh != &tr__root_behavior;
+    if (counted && parent.id != 0 &&
+        (ctx == NULL || ctx->cur == NULL || ctx->cur->ext == NULL
+             ? false
+             : ctx->cur->ext->phase == TR__PH_STOPPING))
+        return TR_ESTATE; /* a stopping actor cannot take new children */
     void *state = inbox;
     if (inbox == NULL && beh->state_size > 0) {
         state = calloc(1, beh->state_size);
@@ -166,7 +173,8 @@ int tr__spawn(tr_runtime *rt, tr_ctx *ctx, const tr_behavior *beh,
     start->target_gen = gen;
     start->u.start.beh = beh;
     start->u.start.state = state;
-    if (inbox == NULL) {
+    start->sender = parent;
+    if (counted) {
         if (ctx != NULL && ctx->w != NULL)
             atomic_store_explicit(&ctx->st.spawned,
                                   atomic_load_explicit(&ctx->st.spawned,
@@ -180,8 +188,13 @@ int tr__spawn(tr_runtime *rt, tr_ctx *ctx, const tr_behavior *beh,
     /* Release: a sender that sees the new generation also sees the slot
      * state the previous incarnation left (it acquires live_gen). */
     atomic_store_explicit(&a->live_gen, gen, memory_order_release);
+    tr_ref ref = tr__make_ref(idx, gen);
     if (out != NULL)
-        *out = tr__make_ref(idx, gen);
+        *out = ref;
+    /* Record the child before it can run (and end): its exit then always
+     * finds it in its parent's list. */
+    if (counted)
+        tr__adopt(rt, parent.id != 0 ? ctx : NULL, ref);
     if (tr__mailbox_push(&a->mb, &start->node))
         tr__sched_push(&rt->sched, ctx != NULL ? ctx->w : NULL, a);
     return 0;
@@ -193,7 +206,9 @@ TR_API int tr_spawn(tr_ctx *ctx, const tr_behavior *beh, const void *init,
         return TR_EINVAL;
     if (ctx->shutdown)
         return TR_ESTOPPED;
-    return tr__spawn(ctx->rt, ctx, beh, init, init_len, out, NULL);
+    if (ctx->cur == NULL)
+        return TR_ENOCTX;
+    return tr__spawn(ctx->rt, ctx, beh, init, init_len, out, NULL, ctx->self);
 }
 
 TR_API int tr_runtime_spawn(tr_runtime *rt, const tr_behavior *beh,
@@ -202,7 +217,7 @@ TR_API int tr_runtime_spawn(tr_runtime *rt, const tr_behavior *beh,
     tr_ctx *ctx = (w != NULL && rt != NULL && w->sched == &rt->sched)
                       ? (tr_ctx *)w->user
                       : NULL;
-    return tr__spawn(rt, ctx, beh, init, init_len, out, NULL);
+    return tr__spawn(rt, ctx, beh, init, init_len, out, NULL, TR_REF_NONE);
 }
 
 static inline void bump(_Atomic uint64_t *c) {
@@ -221,35 +236,42 @@ static void drop_dead_letter(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
     tr__msg_release_payload(m);
 }
 
-/* Ends the current incarnation of a (its handler/start asked to stop or
- * failed). Runs on the worker that runs a. */
-static void die(tr_ctx *ctx, tr__actor *a, int reason) {
-    const tr_behavior *beh = a->beh;
-    if (beh->on_stop != NULL) {
-        ctx->stop_req = false;
-        beh->on_stop(ctx, a->state, reason);
-    }
-    if (reason < 0 && tr__log_enabled(TR_LOG_INFO))
-        tr__log(TR_LOG_INFO, "actor %s (slot %u) failed: %s",
-                beh->name ? beh->name : "?", tr__slot_index(a),
-                tr_strerror(reason));
+/* Frees the ended incarnation of a and releases its slot. Runs on the
+ * worker that runs a, after tr__finish (on_stop + notifications). */
+void tr__die(tr_ctx *ctx, tr__actor *a) {
     free(a->state);
-    tr__request_cleanup(ctx->rt, a);
+    tr__ext_free(ctx->rt, a);
     a->beh = NULL;
     a->state = NULL;
     uint32_t gen = a->run_gen & ~TR__STUB_QUEUED;
     a->run_gen &= TR__STUB_QUEUED;
-    /* Release: senders that see DEAD see nothing newer they could race. */
+    /* Release: senders that see DEAD see nothing newer they could race.
+     * This also clears a KILL bit. */
     atomic_store_explicit(&a->live_gen, gen | TR__GEN_DEAD,
                           memory_order_release);
     bump(&ctx->st.ended);
     slot_release(ctx->rt, ctx, tr__slot_index(a));
 }
 
+/* After a handler or hook: ends the actor if it asked to. Returns true if
+ * it did (the actor is stopping or gone). */
+static bool after_callback(tr_ctx *ctx, tr__actor *a, int rc) {
+    if (ctx->fail_code != 0) {
+        rc = ctx->fail_code;
+        ctx->fail_code = 0;
+    }
+    if (rc == 0 && !ctx->stop_req)
+        return false;
+    ctx->stop_req = false;
+    tr__begin_stop(ctx, a, rc < 0 ? rc : TR_EXIT_NORMAL);
+    return true;
+}
+
 static void set_current(tr_ctx *ctx, tr__actor *a) {
     ctx->cur = a;
     ctx->self = tr__make_ref(tr__slot_index(a), a->run_gen & ~TR__STUB_QUEUED);
     ctx->stop_req = false;
+    ctx->fail_code = 0;
 }
 
 static void start_incarnation(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
@@ -271,12 +293,20 @@ static void start_incarnation(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
         return;
     }
     a->state = m->u.start.state;
+    if (a->beh == &tr__root_behavior || m->sender.id != 0) {
+        tr__actor_ext *e = tr__ext(a);
+        if (e == NULL) {
+            tr__log(TR_LOG_ERROR, "spawn: out of memory; parent not recorded");
+        } else {
+            e->parent = m->sender;
+            e->is_root = a->beh == &tr__root_behavior;
+        }
+    }
     if (a->beh->on_start == NULL)
         return;
     set_current(ctx, a);
     int rc = a->beh->on_start(ctx, a->state);
-    if (rc != 0 || ctx->stop_req)
-        die(ctx, a, rc < 0 ? rc : TR_EXIT_NORMAL);
+    (void)after_callback(ctx, a, rc);
 }
 
 /* One turn. The slot's cache line is also written by every sender (the
@@ -293,8 +323,19 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
     uint32_t gen = a->run_gen & ~TR__STUB_QUEUED;
     const tr_behavior *beh = a->beh;
     void *state = a->state;
-    if (gen != 0)
+    if (gen != 0) {
         set_current(ctx, a);
+        /* Acquire: pairs with tr_kill's CAS. A kill jumps the queue. */
+        if (atomic_load_explicit(&a->live_gen, memory_order_acquire) &
+            TR__GEN_KILL) {
+            if (a->ext == NULL || !a->ext->killed)
+                tr__begin_kill(ctx, a);
+            if (a->beh == NULL)
+                gen = 0;
+        }
+    }
+    /* Ordinary messages are dropped once the actor is stopping. */
+    bool stopping = a->ext != NULL && a->ext->phase == TR__PH_STOPPING;
     for (unsigned n = 0; n < batch;) {
         /* Acquire: pairs with the producer's release link (mailbox.h). */
         tr__node *node = atomic_load_explicit(&tail->next,
@@ -322,32 +363,47 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
         }
         n++;
         tr_msg *m = (tr_msg *)node;
+        bool deliver = false, recheck = false;
         if (m->flags & TR__F_START) {
             start_incarnation(ctx, a, m);
+            recheck = true;
+        } else if (m->target_gen != gen || gen == 0) {
+            tr__sys_dead_letter(ctx, m);
+            drop_dead_letter(ctx, a, m);
+        } else if (beh == &tr__inbox_behavior) {
+            tr__inbox_deliver(a->ext->inbox, m);
+        } else if (m->flags & TR__F_SYS) {
+            deliver = tr__sys_handle(ctx, a, m);
+            recheck = true;
+        } else if (stopping) {
+            drop_dead_letter(ctx, a, m);
+        } else if ((m->flags & (TR__F_REPLY | TR__F_TIMEOUT)) &&
+                   !tr__request_filter(ctx, a, m)) {
+            tr__msg_release_payload(m);
+        } else if (m->tag == TR_TAG_DOWN && !tr__down_wanted(a, m)) {
+            tr__msg_release_payload(m); /* demonitored */
+        } else {
+            deliver = true;
+        }
+        if (deliver) {
+            ctx->stop_req = false;
+            int rc = beh->handle(ctx, state, m);
+            tr__msg_release_payload(m);
+            recheck |= after_callback(ctx, a, rc);
+        } else if (m->magic == TR__MSG_QUEUED) {
+            tr__msg_release_payload(m);
+        }
+        m->magic = TR__MSG_DONE;
+        /* Start, system messages and a handler's end may have started,
+         * stopped or ended the actor: reload what the loop caches. */
+        if (recheck) {
             gen = a->run_gen & ~TR__STUB_QUEUED;
             beh = a->beh;
             state = a->state;
             if (gen != 0)
                 set_current(ctx, a);
-        } else if (m->target_gen != gen || gen == 0) {
-            drop_dead_letter(ctx, a, m);
-        } else if (beh == &tr__inbox_behavior) {
-            tr__inbox_deliver(a->ext->inbox, m);
-        } else if ((m->flags & (TR__F_REPLY | TR__F_TIMEOUT)) &&
-                   !tr__request_filter(ctx, a, m)) {
-            tr__msg_release_payload(m);
-        } else {
-            ctx->stop_req = false;
-            int rc = beh->handle(ctx, state, m);
-            tr__msg_release_payload(m);
-            if (rc != 0 || ctx->stop_req) {
-                die(ctx, a, rc < 0 ? rc : TR_EXIT_NORMAL);
-                gen = 0;
-                beh = NULL;
-                state = NULL;
-            }
+            stopping = a->ext != NULL && a->ext->phase == TR__PH_STOPPING;
         }
-        m->magic = TR__MSG_DONE;
     }
     a->mb.tail = tail;
     ctx->cur = NULL;
@@ -370,7 +426,8 @@ bool tr__quiescent(void *arg) {
 
 /* Shutdown cleanup of the incarnation installed in a, if any. */
 static void shutdown_incarnation(tr_ctx *ctx, tr__actor *a) {
-    if (a->beh != NULL && a->beh != &tr__inbox_behavior) {
+    if (a->beh != NULL && a->beh != &tr__inbox_behavior &&
+        a->beh != &tr__root_behavior) {
         set_current(ctx, a);
         if (a->beh->on_stop != NULL)
             a->beh->on_stop(ctx, a->state, TR_EXIT_SHUTDOWN);
@@ -379,7 +436,7 @@ static void shutdown_incarnation(tr_ctx *ctx, tr__actor *a) {
     }
     if (a->ext != NULL && a->ext->inbox != NULL)
         tr__inbox_release(a->ext->inbox);
-    tr__request_cleanup(ctx->rt, a);
+    tr__ext_free(ctx->rt, a);
     a->beh = NULL;
     a->state = NULL;
     a->run_gen &= TR__STUB_QUEUED;
@@ -419,9 +476,62 @@ static void drain_slot(tr_ctx *ctx, tr__actor *a) {
     a->run_gen = 0;
 }
 
+/* The live incarnation behind ref, or NULL. */
+static tr__actor *live_slot(tr_runtime *rt, tr_ref ref) {
+    tr__actor *a = tr__slot_lookup(rt, ref.id);
+    if (a == NULL || a->beh == NULL ||
+        (atomic_load_explicit(&a->live_gen, memory_order_relaxed) &
+         TR__GEN_MASK) != (uint32_t)(ref.id >> 32))
+        return NULL;
+    return a;
+}
+
+/* Cleans up the tree under the root in post-order, youngest child first:
+ * children before parents, as an orderly stop would. */
+static void shutdown_tree(tr_runtime *rt, tr_ctx *ctx) {
+    struct frame {
+        tr__actor *a;
+        uint32_t done;
+    } *stack = NULL;
+    uint32_t depth = 0, cap = 0;
+    tr__actor *root = live_slot(rt, rt->root);
+    if (root == NULL)
+        return;
+    cap = 64;
+    stack = malloc(cap * sizeof *stack);
+    if (stack == NULL)
+        return; /* the flat pass below still cleans everything */
+    stack[depth++] = (struct frame){root, 0};
+    while (depth > 0) {
+        struct frame *f = &stack[depth - 1];
+        tr__actor_ext *e = f->a->ext;
+        if (e != NULL && f->done < e->nchildren) {
+            tr_ref c = e->children[e->nchildren - 1 - f->done];
+            f->done++;
+            tr__actor *ca = live_slot(rt, c);
+            if (ca == NULL)
+                continue;
+            if (depth == cap) {
+                struct frame *ns = realloc(stack, 2 * cap * sizeof *stack);
+                if (ns == NULL)
+                    continue; /* the flat pass cleans this subtree */
+                stack = ns;
+                cap *= 2;
+            }
+            stack[depth++] = (struct frame){ca, 0};
+            continue;
+        }
+        if (f->a != root)
+            shutdown_incarnation(ctx, f->a);
+        depth--;
+    }
+    free(stack);
+}
+
 void tr__actor_shutdown_all(tr_runtime *rt) {
     tr_ctx *ctx = &rt->foreign;
     ctx->shutdown = true;
+    shutdown_tree(rt, ctx);
     uint32_t n = atomic_load_explicit(&rt->nslots, memory_order_relaxed);
     for (uint32_t idx = 1; idx < n; idx++) {
         tr__actor *a = tr__slot_lookup(rt, (uint64_t)idx + 1);

@@ -33,7 +33,8 @@ static int inbox_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     return 0; /* never called: the run loop delivers to the inbox */
 }
 
-const tr_behavior tr__inbox_behavior = {"inbox", inbox_handle, NULL, NULL, 0};
+const tr_behavior tr__inbox_behavior = {.name = "inbox",
+                                        .handle = inbox_handle};
 
 static void free_list(tr_msg *m) {
     while (m != NULL) {
@@ -103,7 +104,8 @@ TR_API int tr_inbox_create(tr_runtime *rt, tr_inbox **out) {
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&ib->cond, &ca);
     pthread_condattr_destroy(&ca);
-    int rc = tr__spawn(rt, NULL, &tr__inbox_behavior, NULL, 0, &ib->ref, ib);
+    int rc = tr__spawn(rt, NULL, &tr__inbox_behavior, NULL, 0, &ib->ref, ib,
+                       TR_REF_NONE);
     if (rc != 0) {
         pthread_cond_destroy(&ib->cond);
         pthread_mutex_destroy(&ib->lock);

@@ -8,6 +8,7 @@
 #include "runtime/mailbox.h"
 #include "troupe/actor.h"
 #include "troupe/error.h"
+#include "troupe/lifecycle.h"
 #include "troupe/message.h"
 
 enum {
@@ -22,7 +23,8 @@ enum {
     TR__F_REQUEST = 1u << 1, /* carries req_id; reply goes to sender */
     TR__F_REPLY = 1u << 2,   /* answer to req_id */
     TR__F_START = 1u << 3,   /* system: start a new incarnation */
-    TR__F_TIMEOUT = 1u << 4  /* system: request req_id timed out */
+    TR__F_TIMEOUT = 1u << 4, /* system: request req_id timed out */
+    TR__F_SYS = 1u << 5      /* system: tag is a TR__SYS_* kind */
 };
 
 struct tr_msg {

@@ -86,6 +86,11 @@ TR_API int tr_runtime_create(tr_runtime **out, const tr_runtime_config *cfg) {
                           free_msg, rt);
     if (rc != 0)
         goto fail_offload;
+    rc = tr__root_create(rt);
+    if (rc != 0) {
+        tr__offload_destroy(&rt->offload);
+        goto fail_reactor;
+    }
     atomic_fetch_add(&runtimes_alive, 1);
     *out = rt;
     return 0;

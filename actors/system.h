@@ -46,6 +46,10 @@ typedef struct tr__chunk_head {
 _Static_assert(sizeof(tr__actor) == 64, "an actor slot is one cache line");
 
 #define TR__GEN_DEAD 0x80000000u
+/* Set (with the generation kept) by tr_kill: sends are refused and the
+ * actor is killed at its next turn, ahead of its queued messages. */
+#define TR__GEN_KILL 0x40000000u
+#define TR__GEN_MASK 0x3fffffffu
 /* In run_gen: the embedded stub is queued in the mailbox. */
 #define TR__STUB_QUEUED 0x80000000u
 #define TR__CHUNK_SHIFT 12
@@ -59,11 +63,38 @@ typedef struct tr__pending {
 } tr__pending;
 
 /* Rarely needed per-actor data, allocated on first use. */
+typedef struct tr__watcher {
+    tr_ref who;
+    uint64_t id;
+} tr__watcher;
+
+enum { TR__PH_RUNNING = 0, TR__PH_DRAINING = 1, TR__PH_STOPPING = 2 };
+
+/* Rarely needed per-actor data, allocated on first use (an actor spawned
+ * from outside that never links, monitors, requests or spawns has none). */
 typedef struct tr__actor_ext {
     uint64_t next_req_id;
     tr__pending *pending;
     uint32_t npending, cappending;
     struct tr_inbox *inbox; /* non-NULL for an inbox slot */
+    tr_ref parent;          /* TR_REF_NONE: the root */
+    tr_ref *children;       /* start order */
+    uint32_t nchildren, capchildren;
+    tr_ref *links;
+    uint32_t nlinks, caplinks;
+    tr__watcher *watchers; /* who monitors me */
+    uint32_t nwatchers, capwatchers;
+    uint64_t *mons; /* monitors I hold (ids) */
+    uint32_t nmons, capmons;
+    uint64_t next_mon_id;
+    tr_ref waiting;      /* child asked to stop, its EXIT not seen yet */
+    uint64_t kill_timer; /* self-kill when the grace runs out */
+    char *text;          /* failure text (tr_fail) */
+    int reason;
+    uint8_t phase;
+    bool trap;
+    bool killed;
+    bool is_root;
 } tr__actor_ext;
 
 /* Per-worker counters: written by the owner only (relaxed), summed by
@@ -78,6 +109,7 @@ struct tr_ctx {
     tr__actor *cur;
     tr_ref self;
     bool stop_req;
+    int fail_code; /* tr_fail's code while the handler runs */
     bool shutdown; /* cleanup during runtime shutdown: no sends */
     tr__wstats st;
     /* Free slot indices of this worker. */
@@ -98,6 +130,9 @@ struct tr_runtime {
     _Atomic uint64_t foreign_spawned;
     _Atomic uint64_t foreign_refused;
 
+    tr_ref root;
+    _Atomic int shutdown_calls;
+
     /* Slot table. */
     alignas(64) pthread_mutex_t slots_lock; /* chunk growth, global free list */
     tr__actor *_Atomic chunks[TR__MAX_CHUNKS];
@@ -116,9 +151,45 @@ bool tr__quiescent(void *arg);
  * returns false if the message must be dropped (late reply). */
 bool tr__request_filter(tr_ctx *ctx, tr__actor *a, tr_msg *m);
 void tr__request_cleanup(tr_runtime *rt, tr__actor *a);
+
+/* actors/family.c: ownership, stop sequence, links, monitors. */
+enum {
+    TR__SYS_EXIT = 1,  /* child -> parent: reason (req_id), text (bytes) */
+    TR__SYS_STOP,      /* cancel: reason (req_id), grace ms (u64) */
+    TR__SYS_KILL,      /* kill at once */
+    TR__SYS_LINK,      /* sender links to me */
+    TR__SYS_UNLINK,    /* sender unlinks */
+    TR__SYS_LINK_EXIT, /* linked sender ended: reason, text */
+    TR__SYS_MONITOR,   /* sender monitors me with id (req_id) */
+    TR__SYS_DEMONITOR, /* sender drops monitor id (req_id) */
+    TR__SYS_ADOPT      /* root: u64 is a new top-level child's id */
+};
+tr__actor_ext *tr__ext(tr__actor *a);
+void tr__ext_free(tr_runtime *rt, tr__actor *a);
+/* Handles a system message for the live incarnation; the caller then
+ * marks it done. Returns true if m was turned into an ordinary message the
+ * handler must see (a trapped exit). */
+bool tr__sys_handle(tr_ctx *ctx, tr__actor *a, tr_msg *m);
+/* The actor's own decision to end (handler/on_start result). */
+void tr__begin_stop(tr_ctx *ctx, tr__actor *a, int reason);
+void tr__begin_kill(tr_ctx *ctx, tr__actor *a);
+/* A dead letter that deserves an answer (link/monitor to a dead actor). */
+void tr__sys_dead_letter(tr_ctx *ctx, tr_msg *m);
+/* Spawn bookkeeping: record child under the spawning actor (or root). */
+void tr__adopt(tr_runtime *rt, tr_ctx *ctx, tr_ref child);
+int tr__send_sys(tr_runtime *rt, tr_ctx *ctx, tr_ref from, tr_ref to,
+                 uint32_t kind, uint64_t arg, tr_msg *payload);
+/* Called by actor.c when the stop sequence is complete. */
+void tr__finish(tr_ctx *ctx, tr__actor *a, int reason);
+int tr__root_create(tr_runtime *rt);
+bool tr__down_wanted(tr__actor *a, tr_msg *m);
+/* actor.c: frees the incarnation and releases the slot (after finish). */
+void tr__die(tr_ctx *ctx, tr__actor *a);
+extern const tr_behavior tr__root_behavior;
+/* parent: the spawning actor, or TR_REF_NONE for the root's child. */
 int tr__spawn(tr_runtime *rt, tr_ctx *ctx, const tr_behavior *beh,
               const void *init, size_t init_len, tr_ref *out,
-              struct tr_inbox *inbox);
+              struct tr_inbox *inbox, tr_ref parent);
 /* Inbox slot delivery (actors/inbox.c). */
 void tr__inbox_deliver(struct tr_inbox *ib, tr_msg *m);
 /* Drops the slot's reference to the inbox. */

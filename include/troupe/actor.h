@@ -40,6 +40,7 @@ static inline bool tr_ref_eq(tr_ref a, tr_ref b) { return a.id == b.id; }
 /* The context a handler runs in (the worker thread's). Valid only during
  * the callback it was passed to; never store it. */
 typedef struct tr_ctx tr_ctx;
+struct tr_exit;
 
 /* Handler return values: 0 keeps the actor alive; TR_STOP ends it
  * normally; a negative TR_E* code ends it with that failure. */
@@ -64,6 +65,16 @@ typedef struct tr_behavior {
     void (*on_stop)(tr_ctx *ctx, void *state, int reason);
     /* Bytes of state allocated (zeroed) per actor; 0 = none (state NULL). */
     size_t state_size;
+    /* Cancellation (lifecycle.h): called when a stop request is handled.
+     * Return 0 to stop now, TR_DRAIN to keep handling messages until done
+     * or until the grace period ends. Optional (default: stop now). */
+    int (*on_cancel)(tr_ctx *ctx, void *state, int reason);
+    /* A child of this actor ended (lifecycle.h). Optional. */
+    void (*on_child_exit)(tr_ctx *ctx, void *state,
+                          const struct tr_exit *exit);
+    /* Grace this actor gets to stop when cancelled, in ms; 0 = default
+     * (TR_DEFAULT_GRACE_MS). */
+    int64_t grace_ms;
 } tr_behavior;
 
 /* Spawns an actor. init (init_len bytes, at most state_size) is copied to

@@ -14,6 +14,7 @@
 #include "timer.h"
 #include "reactor.h"
 #include "inbox.h"
+#include "lifecycle.h"
 #include "log.h"
 
 #endif
