@@ -409,9 +409,14 @@ bool tr__sys_handle(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
         if (e->phase != TR__PH_STOPPING && a->beh->on_child_exit != NULL &&
             tr_msg_exit(m, &x) == 0) {
             ctx->stop_req = false;
+            ctx->fail_code = 0;
             a->beh->on_child_exit(ctx, a->state, &x);
-            if (ctx->stop_req) {
-                tr__begin_stop(ctx, a, TR_EXIT_NORMAL);
+            if (ctx->stop_req || ctx->fail_code != 0) {
+                int why = ctx->fail_code != 0 ? ctx->fail_code
+                                              : TR_EXIT_NORMAL;
+                ctx->stop_req = false;
+                ctx->fail_code = 0;
+                tr__begin_stop(ctx, a, why);
                 return false;
             }
         }

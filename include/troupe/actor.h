@@ -69,7 +69,9 @@ typedef struct tr_behavior {
      * Return 0 to stop now, TR_DRAIN to keep handling messages until done
      * or until the grace period ends. Optional (default: stop now). */
     int (*on_cancel)(tr_ctx *ctx, void *state, int reason);
-    /* A child of this actor ended (lifecycle.h). Optional. */
+    /* A child of this actor ended (lifecycle.h): exit->who, ->reason,
+     * ->text. Runs like a handler: it may spawn (restart), send, tr_stop
+     * or tr_fail. Not called once the actor itself is stopping. Optional. */
     void (*on_child_exit)(tr_ctx *ctx, void *state,
                           const struct tr_exit *exit);
     /* Grace this actor gets to stop when cancelled, in ms; 0 = default
