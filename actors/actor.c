@@ -22,6 +22,7 @@
 
 #include "actors/system.h"
 #include "runtime/log.h"
+#include "runtime/platform.h"
 #include "runtime/pool.h"
 
 static _Atomic uint64_t dead_letter_log_count;
@@ -46,10 +47,15 @@ tr__actor *tr__slot_lookup(tr_runtime *rt, uint64_t id) {
 
 static tr__actor *new_chunk(uint32_t chunk_no) {
     tr__actor *c = aligned_alloc(TR__CHUNK_BYTES, TR__CHUNK_BYTES);
-    if (c == NULL)
+    _Atomic uint32_t *depth = calloc(TR__CHUNK_SLOTS, sizeof *depth);
+    if (c == NULL || depth == NULL) {
+        free(c);
+        free(depth);
         return NULL;
+    }
     memset(c, 0, TR__CHUNK_BYTES);
     ((tr__chunk_head *)c)->chunk_no = chunk_no;
+    ((tr__chunk_head *)c)->depth = depth;
     for (uint32_t i = 1; i < TR__CHUNK_SLOTS; i++) {
         tr__actor *a = &c[i];
         tr__mailbox_init(&a->mb, &a->stub, false);
@@ -191,6 +197,8 @@ int tr__spawn(tr_runtime *rt, tr_ctx *ctx, const tr_behavior *beh,
     tr_ref ref = tr__make_ref(idx, gen);
     if (out != NULL)
         *out = ref;
+    if (rt->track_depth)
+        atomic_fetch_add_explicit(tr__depth_of(a), 1, memory_order_relaxed);
     /* Record the child before it can run (and end): its exit then always
      * finds it in its parent's list. */
     if (counted)
@@ -225,6 +233,70 @@ static inline void bump(_Atomic uint64_t *c) {
      * need an eventually consistent sum). */
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
                           memory_order_relaxed);
+}
+
+static _Atomic uint64_t unhandled_log_count, mailbox_log_count;
+
+static void count_unhandled(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
+    bump(&ctx->st.unhandled);
+    if (ctx->rt->debug)
+        tr__log_sampled(&unhandled_log_count, TR_LOG_WARN,
+                        "debug: actor %s (slot %u) did not handle a message "
+                        "with tag 0x%x",
+                        a->beh->name ? a->beh->name : "?", tr__slot_index(a),
+                        m->tag);
+}
+
+/* Debug mode: the handler about to run, published for the monitor. */
+static void debug_enter(tr_ctx *ctx, const tr_behavior *beh) {
+    atomic_store_explicit(&ctx->dbg_beh, beh, memory_order_relaxed);
+    /* Release: the monitor that reads a start time also reads beh. */
+    atomic_store_explicit(&ctx->dbg_since, tr__now_ns(), memory_order_release);
+}
+
+static void debug_leave(tr_ctx *ctx, tr__actor *a, uint32_t tag) {
+    int64_t since = atomic_load_explicit(&ctx->dbg_since, memory_order_relaxed);
+    atomic_store_explicit(&ctx->dbg_since, 0, memory_order_relaxed);
+    int64_t took = tr__now_ns() - since;
+    if (took > ctx->rt->debug_block_ns)
+        tr__log(TR_LOG_WARN,
+                "debug: actor %s (slot %u) blocked worker %u for %lld ms "
+                "handling tag 0x%x",
+                a->beh && a->beh->name ? a->beh->name : "?",
+                tr__slot_index(a), ctx->w->index,
+                (long long)(took / 1000000), tag);
+}
+
+static void debug_mailbox(tr_ctx *ctx, tr__actor *a) {
+    uint32_t d = atomic_load_explicit(tr__depth_of(a), memory_order_relaxed);
+    if (d > ctx->rt->debug_mailbox_warn && a->beh != NULL)
+        tr__log_sampled(&mailbox_log_count, TR_LOG_WARN,
+                        "debug: mailbox of actor %s (slot %u) holds %u "
+                        "messages",
+                        a->beh->name ? a->beh->name : "?", tr__slot_index(a),
+                        d);
+}
+
+/* Monitor hook (reactor thread, every ~1 ms): names a handler that is
+ * still blocking its worker past the threshold, once per call. */
+void tr__debug_monitor(tr_runtime *rt) {
+    int64_t now = tr__now_ns();
+    for (unsigned i = 0; i < rt->cfg.workers; i++) {
+        tr_ctx *c = &rt->ctxs[i];
+        int64_t since =
+            atomic_load_explicit(&c->dbg_since, memory_order_acquire);
+        if (since == 0 || since == c->dbg_reported ||
+            now - since <= rt->debug_block_ns)
+            continue;
+        const tr_behavior *beh =
+            atomic_load_explicit(&c->dbg_beh, memory_order_relaxed);
+        c->dbg_reported = since;
+        tr__log(TR_LOG_WARN,
+                "debug: worker %u is blocked in a handler of actor %s for "
+                "%lld ms so far",
+                i, beh && beh->name ? beh->name : "?",
+                (long long)((now - since) / 1000000));
+    }
 }
 
 static void drop_dead_letter(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
@@ -336,7 +408,11 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
     }
     /* Ordinary messages are dropped once the actor is stopping. */
     bool stopping = a->ext != NULL && a->ext->phase == TR__PH_STOPPING;
-    for (unsigned n = 0; n < batch;) {
+    bool debug = rt->debug;
+    if (debug)
+        debug_mailbox(ctx, a);
+    unsigned n = 0;
+    while (n < batch) {
         /* Acquire: pairs with the producer's release link (mailbox.h). */
         tr__node *node = atomic_load_explicit(&tail->next,
                                               memory_order_acquire);
@@ -387,7 +463,15 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
         }
         if (deliver) {
             ctx->stop_req = false;
+            if (debug)
+                debug_enter(ctx, beh);
             int rc = beh->handle(ctx, state, m);
+            if (debug)
+                debug_leave(ctx, a, m->tag);
+            if (rc == TR_UNHANDLED) {
+                count_unhandled(ctx, a, m);
+                rc = 0;
+            }
             tr__msg_release_payload(m);
             recheck |= after_callback(ctx, a, rc);
         } else if (m->magic == TR__MSG_QUEUED) {
@@ -407,6 +491,8 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
     }
     a->mb.tail = tail;
     ctx->cur = NULL;
+    if (rt->track_depth && n > 0)
+        atomic_fetch_sub_explicit(tr__depth_of(a), n, memory_order_relaxed);
     return !tr__mailbox_mark_empty(&a->mb);
 }
 
@@ -428,6 +514,10 @@ bool tr__quiescent(void *arg) {
 static void shutdown_incarnation(tr_ctx *ctx, tr__actor *a) {
     if (a->beh != NULL && a->beh != &tr__inbox_behavior &&
         a->beh != &tr__root_behavior) {
+        if (ctx->rt->debug)
+            tr__log(TR_LOG_WARN, "debug: actor %s (slot %u) still alive at "
+                    "shutdown", a->beh->name ? a->beh->name : "?",
+                    tr__slot_index(a));
         set_current(ctx, a);
         if (a->beh->on_stop != NULL)
             a->beh->on_stop(ctx, a->state, TR_EXIT_SHUTDOWN);
@@ -474,6 +564,7 @@ static void drain_slot(tr_ctx *ctx, tr__actor *a) {
         tr__mailbox_init(&a->mb, &a->stub, false);
     }
     a->run_gen = 0;
+    atomic_store_explicit(tr__depth_of(a), 0, memory_order_relaxed);
 }
 
 /* The live incarnation behind ref, or NULL. */
@@ -552,6 +643,13 @@ TR_API bool tr_actor_alive(tr_runtime *rt, tr_ref ref) {
     return a != NULL && atomic_load_explicit(&a->live_gen,
                                              memory_order_acquire) ==
                             (uint32_t)(ref.id >> 32);
+}
+
+TR_API int64_t tr_actor_mailbox_depth(tr_runtime *rt, tr_ref ref) {
+    if (rt == NULL || !rt->track_depth || !tr_actor_alive(rt, ref))
+        return -1;
+    tr__actor *a = tr__slot_lookup(rt, ref.id);
+    return atomic_load_explicit(tr__depth_of(a), memory_order_relaxed);
 }
 
 TR_API tr_ref tr_self(const tr_ctx *ctx) {

@@ -175,6 +175,8 @@ int tr__send_sys(tr_runtime *rt, tr_ctx *ctx, tr_ref from, tr_ref to,
     }
     m->target_gen = gen;
     m->magic = TR__MSG_QUEUED;
+    if (rt->track_depth)
+        atomic_fetch_add_explicit(tr__depth_of(a), 1, memory_order_relaxed);
     if (tr__mailbox_push(&a->mb, &m->node))
         tr__sched_push(&rt->sched, ctx != NULL ? ctx->w : NULL, a);
     return 0;
@@ -476,7 +478,7 @@ bool tr__sys_handle(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
         }
         return false;
     case TR__SYS_ADOPT: {
-        tr_ref child = {m->u.u64};
+        tr_ref child = {m->req_id};
         if (!tr_actor_alive(ctx->rt, child))
             return false; /* ended before we heard of it */
         if (!refs_push(&e->children, &e->nchildren, &e->capchildren, child))

@@ -6,6 +6,7 @@
  * then the offload pool and the reactor thread (their last deliveries are
  * refused: TR_ESTOPPED), then run every live actor's on_stop and free all
  * mailboxes, with no thread left that could race. */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +40,25 @@ static void *wrap_result(tr__job_fn fn, void *arg, uint32_t tag) {
 
 static _Atomic int runtimes_alive;
 
+/* Reactor thread: SIGINT/SIGTERM read from the signalfd. */
+static void on_signal(void *arg, int signo) {
+    tr_runtime *rt = arg;
+    int none = 0;
+    atomic_compare_exchange_strong(&rt->exit_signal, &none, signo);
+    tr__log(TR_LOG_WARN, "signal %d: %s", signo,
+            atomic_load(&rt->shutdown_calls) == 0
+                ? "orderly shutdown (again to stop at once)"
+                : "stopping now");
+    (void)tr_runtime_shutdown(rt);
+}
+
+static void debug_hook(void *arg) { tr__debug_monitor(arg); }
+
+static bool env_flag(const char *name) {
+    const char *v = getenv(name);
+    return v != NULL && v[0] != 0 && strcmp(v, "0") != 0;
+}
+
 TR_API int tr_runtime_create(tr_runtime **out, const tr_runtime_config *cfg) {
     if (out == NULL)
         return TR_EINVAL;
@@ -59,6 +79,12 @@ TR_API int tr_runtime_create(tr_runtime **out, const tr_runtime_config *cfg) {
         rt->cfg.offload_threads = 4;
     if (rt->cfg.offload_queue == 0)
         rt->cfg.offload_queue = 4096;
+    rt->debug = rt->cfg.debug || env_flag("TROUPE_DEBUG");
+    rt->track_depth = rt->cfg.track_depth || rt->debug;
+    rt->debug_block_ns =
+        (rt->cfg.debug_block_ms > 0 ? rt->cfg.debug_block_ms : 100) * 1000000;
+    rt->debug_mailbox_warn =
+        rt->cfg.debug_mailbox_warn > 0 ? rt->cfg.debug_mailbox_warn : 10000;
     pthread_mutex_init(&rt->slots_lock, NULL);
     rt->foreign.rt = rt;
     int rc = TR_ENOMEM;
@@ -78,6 +104,21 @@ TR_API int tr_runtime_create(tr_runtime **out, const tr_runtime_config *cfg) {
     if (rc != 0)
         goto fail_reactor;
     rt->reactor.sched = &rt->sched;
+    if (rt->debug)
+        rt->reactor.monitor_hook = debug_hook;
+    if (rt->cfg.handle_signals) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGTERM);
+        /* Blocked here (threads created later inherit it) and in every
+         * troupe thread, so only the signalfd sees them. */
+        pthread_sigmask(SIG_BLOCK, &set, NULL);
+        tr__signals_claim();
+        rc = tr__reactor_signals(&rt->reactor, &set, on_signal);
+        if (rc != 0)
+            goto fail_reactor;
+    }
     rc = tr__reactor_start(&rt->reactor);
     if (rc != 0)
         goto fail_reactor;
@@ -163,6 +204,7 @@ TR_API void tr_runtime_destroy(tr_runtime **prt) {
             atomic_load_explicit(&rt->chunks[c], memory_order_relaxed);
         if (chunk == NULL)
             break;
+        free((void *)((tr__chunk_head *)chunk)->depth);
         free(chunk);
     }
     pthread_mutex_destroy(&rt->slots_lock);
@@ -171,6 +213,13 @@ TR_API void tr_runtime_destroy(tr_runtime **prt) {
         tr__pool_thread_flush();
         tr__pool_trim();
     }
+}
+
+TR_API int tr_runtime_exit_code(const tr_runtime *rt) {
+    if (rt == NULL)
+        return 1;
+    int sig = atomic_load(&((tr_runtime *)rt)->exit_signal);
+    return sig != 0 ? 128 + sig : 0;
 }
 
 TR_API unsigned tr_runtime_workers(const tr_runtime *rt) {
@@ -199,6 +248,8 @@ TR_API void tr_runtime_get_stats(const tr_runtime *rt, tr_runtime_stats *out) {
                                                   memory_order_relaxed);
         out->sends_refused += atomic_load_explicit(&c->st.refused,
                                                    memory_order_relaxed);
+        out->unhandled += atomic_load_explicit(&c->st.unhandled,
+                                               memory_order_relaxed);
     }
     out->timers_fired = atomic_load_explicit(&rt->reactor.fired,
                                              memory_order_relaxed);

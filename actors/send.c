@@ -23,6 +23,8 @@ void tr__count_refused(tr_runtime *rt, tr_ctx *ctx) {
                                   memory_order_relaxed);
 }
 
+static _Atomic uint64_t dead_send_log_count;
+
 int tr__send(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m) {
     if (m->magic != TR__MSG_LIVE)
         return TR_EFREED;
@@ -37,10 +39,17 @@ int tr__send(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m) {
     if (a == NULL ||
         atomic_load_explicit(&a->live_gen, memory_order_acquire) != gen) {
         tr__count_refused(rt, ctx);
+        if (rt->debug)
+            tr__log_sampled(&dead_send_log_count, TR_LOG_WARN,
+                            "debug: send of tag 0x%x to dead actor "
+                            "%llx refused",
+                            m->tag, (unsigned long long)to.id);
         return TR_ENOACTOR;
     }
     m->target_gen = gen;
     m->magic = TR__MSG_QUEUED;
+    if (rt->track_depth)
+        atomic_fetch_add_explicit(tr__depth_of(a), 1, memory_order_relaxed);
     /* After the push the message belongs to the receiver: not touched. */
     if (tr__mailbox_push(&a->mb, &m->node))
         tr__sched_push(&rt->sched, ctx != NULL ? ctx->w : NULL, a);

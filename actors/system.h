@@ -41,6 +41,9 @@ typedef struct tr__actor {
  * aligned to their size, so a slot's index follows from its address. */
 typedef struct tr__chunk_head {
     uint32_t chunk_no;
+    /* Mailbox depth per slot of this chunk (maintained when the runtime
+     * tracks depths): kept out of the slots so idle actors stay 64 bytes. */
+    _Atomic uint32_t *depth;
 } tr__chunk_head;
 
 _Static_assert(sizeof(tr__actor) == 64, "an actor slot is one cache line");
@@ -100,7 +103,8 @@ typedef struct tr__actor_ext {
 /* Per-worker counters: written by the owner only (relaxed), summed by
  * readers. */
 typedef struct tr__wstats {
-    _Atomic uint64_t spawned, ended, dead_letters, late_replies, refused;
+    _Atomic uint64_t spawned, ended, dead_letters, late_replies, refused,
+        unhandled;
 } tr__wstats;
 
 struct tr_ctx {
@@ -112,6 +116,10 @@ struct tr_ctx {
     int fail_code; /* tr_fail's code while the handler runs */
     bool shutdown; /* cleanup during runtime shutdown: no sends */
     tr__wstats st;
+    /* Debug mode: what this worker runs since when (read by the monitor). */
+    const tr_behavior *_Atomic dbg_beh;
+    _Atomic int64_t dbg_since;
+    int64_t dbg_reported; /* monitor thread only */
     /* Free slot indices of this worker. */
     uint32_t *free_slots;
     uint32_t nfree, capfree;
@@ -132,6 +140,11 @@ struct tr_runtime {
 
     tr_ref root;
     _Atomic int shutdown_calls;
+    _Atomic int exit_signal; /* first signal that started the shutdown */
+    bool track_depth;        /* read-only after create */
+    bool debug;
+    int64_t debug_block_ns;
+    uint32_t debug_mailbox_warn;
 
     /* Slot table. */
     alignas(64) pthread_mutex_t slots_lock; /* chunk growth, global free list */
@@ -162,7 +175,7 @@ enum {
     TR__SYS_LINK_EXIT, /* linked sender ended: reason, text */
     TR__SYS_MONITOR,   /* sender monitors me with id (req_id) */
     TR__SYS_DEMONITOR, /* sender drops monitor id (req_id) */
-    TR__SYS_ADOPT      /* root: u64 is a new top-level child's id */
+    TR__SYS_ADOPT      /* root: req_id is a new top-level child's id */
 };
 tr__actor_ext *tr__ext(tr__actor *a);
 void tr__ext_free(tr_runtime *rt, tr__actor *a);
@@ -183,6 +196,7 @@ int tr__send_sys(tr_runtime *rt, tr_ctx *ctx, tr_ref from, tr_ref to,
 void tr__finish(tr_ctx *ctx, tr__actor *a, int reason);
 int tr__root_create(tr_runtime *rt);
 bool tr__down_wanted(tr__actor *a, tr_msg *m);
+void tr__debug_monitor(tr_runtime *rt);
 /* actor.c: frees the incarnation and releases the slot (after finish). */
 void tr__die(tr_ctx *ctx, tr__actor *a);
 extern const tr_behavior tr__root_behavior;
@@ -200,6 +214,12 @@ static inline uint32_t tr__slot_index(const tr__actor *a) {
     const tr__chunk_head *h = (const tr__chunk_head *)base;
     return (h->chunk_no << TR__CHUNK_SHIFT) |
            (uint32_t)(((uintptr_t)a - base) / sizeof(tr__actor));
+}
+
+static inline _Atomic uint32_t *tr__depth_of(const tr__actor *a) {
+    uintptr_t base = (uintptr_t)a & ~(uintptr_t)(TR__CHUNK_BYTES - 1);
+    const tr__chunk_head *h = (const tr__chunk_head *)base;
+    return &h->depth[((uintptr_t)a - base) / sizeof(tr__actor)];
 }
 
 extern const tr_behavior tr__inbox_behavior;

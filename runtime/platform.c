@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
@@ -38,8 +39,23 @@ unsigned tr__cpu_count(void) {
     return n > 0 ? (unsigned)n : 1u;
 }
 
+/* Relaxed: set before the threads that read it are created (creation
+ * orders it) or, for later runtimes, racing harmlessly to the same value. */
+static _Atomic int signals_claimed;
+
+void tr__signals_claim(void) {
+    atomic_store_explicit(&signals_claimed, 1, memory_order_relaxed);
+}
+
 void tr__thread_name(const char *name) {
     pthread_setname_np(pthread_self(), name);
+    if (atomic_load_explicit(&signals_claimed, memory_order_relaxed)) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGTERM);
+        pthread_sigmask(SIG_BLOCK, &set, NULL);
+    }
 }
 
 int tr__eventfd_open(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }

@@ -16,7 +16,12 @@ void tr__futex_wake(_Atomic uint32_t *word, int n);
 
 int64_t tr__now_ns(void);
 unsigned tr__cpu_count(void);
+/* Names the calling thread and, once some runtime reads SIGINT/SIGTERM
+ * from a signalfd, blocks them in it (a signalfd only works if every
+ * thread blocks the signal). Every thread troupe starts calls it. */
 void tr__thread_name(const char *name);
+/* Makes every later tr__thread_name block SIGINT and SIGTERM. */
+void tr__signals_claim(void);
 
 /* CPU relax hint for spin loops. */
 static inline void tr__cpu_relax(void) {

@@ -14,7 +14,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/epoll.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include "runtime/log.h"
@@ -33,6 +35,7 @@ int tr__reactor_init(tr__reactor *r, tr__deliver_fn deliver, tr__tick_fn tick,
     r->free_msg = free_msg;
     r->arg = arg;
     r->sleeping_until = INT64_MAX;
+    r->sigfd = -1;
     r->epfd = epoll_create1(EPOLL_CLOEXEC);
     r->wakefd = tr__eventfd_open();
     if (r->epfd < 0 || r->wakefd < 0) {
@@ -79,6 +82,30 @@ static int64_t fire_due(tr__reactor *r) {
     atomic_fetch_add_explicit(&r->fired, n, memory_order_relaxed);
     t = tr__timerheap_top(&r->timers);
     return t != NULL ? t->deadline : INT64_MAX;
+}
+
+#define SIGNAL_ID 1 /* epoll data of the signalfd; watch ids are >= 2^32 */
+
+int tr__reactor_signals(tr__reactor *r, const void *sigset,
+                        void (*on_signal)(void *arg, int signo)) {
+    r->sigfd = signalfd(-1, sigset, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (r->sigfd < 0) {
+        tr__log(TR_LOG_ERROR, "signalfd: %s", strerror(errno));
+        return TR_ESYS;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = SIGNAL_ID};
+    if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->sigfd, &ev) != 0) {
+        tr__log(TR_LOG_ERROR, "epoll_ctl(signalfd): %s", strerror(errno));
+        return TR_ESYS;
+    }
+    r->on_signal = on_signal;
+    return 0;
+}
+
+static void read_signals(tr__reactor *r) {
+    struct signalfd_siginfo si;
+    while (read(r->sigfd, &si, sizeof si) == (ssize_t)sizeof si)
+        r->on_signal(r->arg, (int)si.ssi_signo);
 }
 
 static void handle_fd_event(tr__reactor *r, uint64_t id, uint32_t epev) {
@@ -138,6 +165,8 @@ static void *reactor_main(void *arg) {
             if (now - r->last_monitor >= TR__MONITOR_NS) {
                 r->last_monitor = now;
                 tr__sched_monitor(r->sched);
+                if (r->monitor_hook != NULL)
+                    r->monitor_hook(r->arg);
             }
         }
         if (n < 0 && errno != EINTR)
@@ -145,6 +174,8 @@ static void *reactor_main(void *arg) {
         for (int i = 0; i < n; i++) {
             if (evs[i].data.u64 == 0)
                 tr__eventfd_drain(r->wakefd);
+            else if (evs[i].data.u64 == SIGNAL_ID)
+                read_signals(r);
             else
                 handle_fd_event(r, evs[i].data.u64, evs[i].events);
         }
@@ -194,7 +225,9 @@ void tr__reactor_destroy(tr__reactor *r) {
         close(r->epfd);
     if (r->wakefd >= 0)
         close(r->wakefd);
-    r->epfd = r->wakefd = -1;
+    if (r->sigfd >= 0)
+        close(r->sigfd);
+    r->epfd = r->wakefd = r->sigfd = -1;
     pthread_mutex_destroy(&r->lock);
 }
 

@@ -49,6 +49,11 @@ typedef struct tr__reactor {
     /* Scheduler to monitor (optional; set before tr__reactor_start). */
     tr__sched *sched;
     int64_t last_monitor;
+    /* Extra monitor work (debug mode), same period. */
+    void (*monitor_hook)(void *arg);
+    /* signalfd (or -1) and what to do with each signal read from it. */
+    int sigfd;
+    void (*on_signal)(void *arg, int signo);
 } tr__reactor;
 
 int tr__reactor_init(tr__reactor *r, tr__deliver_fn deliver, tr__tick_fn tick,
@@ -58,6 +63,12 @@ int tr__reactor_init(tr__reactor *r, tr__deliver_fn deliver, tr__tick_fn tick,
 int tr__reactor_start(tr__reactor *r);
 
 #define TR__MONITOR_NS 1000000
+
+/* Reads the signals in `mask` (already blocked in every thread) from a
+ * signalfd on the reactor thread and calls on_signal for each. Before
+ * tr__reactor_start. */
+int tr__reactor_signals(tr__reactor *r, const void *sigset,
+                        void (*on_signal)(void *arg, int signo));
 /* Stops and joins the thread; pending timers' messages are freed. */
 void tr__reactor_destroy(tr__reactor *r);
 

@@ -43,8 +43,11 @@ typedef struct tr_ctx tr_ctx;
 struct tr_exit;
 
 /* Handler return values: 0 keeps the actor alive; TR_STOP ends it
- * normally; a negative TR_E* code ends it with that failure. */
+ * normally; a negative TR_E* code ends it with that failure; TR_UNHANDLED
+ * says "no clause for this message": the actor lives on, the message is
+ * counted in stats.unhandled and, in debug mode, logged. */
 #define TR_STOP 1
+#define TR_UNHANDLED 3
 
 /* Exit reasons passed to on_stop. */
 #define TR_EXIT_NORMAL 0      /* a handler returned TR_STOP / tr_stop */
@@ -139,6 +142,11 @@ TR_API uint64_t tr_msg_request_id(const tr_msg *msg);
 
 /* True while the actor behind ref is alive (a snapshot). */
 TR_API bool tr_actor_alive(tr_runtime *rt, tr_ref ref);
+
+/* Messages waiting in the actor's mailbox (a snapshot), or -1 when depth
+ * tracking is off (tr_runtime_config.track_depth / debug) or the actor is
+ * dead. Any thread. */
+TR_API int64_t tr_actor_mailbox_depth(tr_runtime *rt, tr_ref ref);
 
 #ifdef __cplusplus
 }

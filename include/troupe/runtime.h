@@ -11,6 +11,7 @@
 #ifndef TROUPE_RUNTIME_H
 #define TROUPE_RUNTIME_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,6 +32,25 @@ typedef struct tr_runtime_config {
     unsigned offload_threads;
     /* Offload jobs queued at most (further tr_offload: TR_EAGAIN); 0 = 4096. */
     unsigned offload_queue;
+    /* SIGINT and SIGTERM start an orderly shutdown (tr_runtime_shutdown);
+     * a second signal stops at once; tr_runtime_exit_code then gives
+     * 128 + the first signal. tr_runtime_create blocks both signals in
+     * the calling thread (threads created afterwards inherit that) and in
+     * every thread troupe starts, and reads them from a signalfd on the
+     * reactor thread: no work is done in a signal handler. Create the
+     * runtime before starting other threads. */
+    bool handle_signals;
+    /* Debug mode (also on when the environment has TROUPE_DEBUG=1):
+     * reports handlers that block their worker longer than debug_block_ms
+     * (0 = 100), messages a handler did not match (TR_UNHANDLED), sends
+     * to dead actors, actors still alive at shutdown, and mailboxes deeper
+     * than debug_mailbox_warn (0 = 10000); all through the log (warn). */
+    bool debug;
+    int64_t debug_block_ms;
+    uint32_t debug_mailbox_warn;
+    /* Maintain per-actor mailbox depths (tr_actor_mailbox_depth): one
+     * atomic add per send. On in debug mode. */
+    bool track_depth;
 } tr_runtime_config;
 
 /* Counters, summed over workers (approximate while the runtime runs). */
@@ -41,6 +61,7 @@ typedef struct tr_runtime_stats {
     uint64_t late_replies;  /* replies discarded: request already timed out */
     uint64_t timers_fired;
     uint64_t sends_refused; /* sends rejected with TR_ENOACTOR/TR_ESTOPPED */
+    uint64_t unhandled;     /* handler returned TR_UNHANDLED */
 } tr_runtime_stats;
 
 /* Creates a runtime; cfg may be NULL for defaults. Calling thread: any. */
@@ -62,6 +83,11 @@ TR_API void tr_runtime_destroy(tr_runtime **rt);
 TR_API unsigned tr_runtime_workers(const tr_runtime *rt);
 
 TR_API void tr_runtime_get_stats(const tr_runtime *rt, tr_runtime_stats *out);
+
+/* The exit status a program should use after tr_runtime_run returned: 0,
+ * or 128 + signal number when SIGINT (130) or SIGTERM (143) started the
+ * shutdown (handle_signals). */
+TR_API int tr_runtime_exit_code(const tr_runtime *rt);
 
 /* Monotonic clock in milliseconds / nanoseconds (the time base of every
  * deadline in the API). */
