@@ -5,10 +5,10 @@
 
 enum {
     T_DIE = 1,
-    T_HOLD,    /* block until the main thread says go, then stop */
+    T_HOLD, /* block until the main thread says go, then stop */
     T_DATA,
-    T_PROBE,   /* to the prober: try sends to a dead ref from a handler */
-    T_MISUSE,  /* to the prober: handler-only misuse */
+    T_PROBE,  /* to the prober: try sends to a dead ref from a handler */
+    T_MISUSE, /* to the prober: handler-only misuse */
     R_STOPPED = 100,
     R_HOLDING,
     R_PROBE_RC,
@@ -24,14 +24,12 @@ static int rc_of(uint64_t v) { return (int)(int64_t)v; }
 static _Atomic uint64_t g_dtor_calls;
 static _Atomic int g_hold_release;
 
-static void count_dtor(void *p)
-{
+static void count_dtor(void *p) {
     (void)p;
     atomic_fetch_add(&g_dtor_calls, 1);
 }
 
-static tr_msg *fake_ptr_msg(uint32_t tag)
-{
+static tr_msg *fake_ptr_msg(uint32_t tag) {
     tr_msg *m = tr_msg_new_ptr(tag, (void *)(uintptr_t)0x1000, 0, count_dtor);
     assert_non_null(m);
     return m;
@@ -45,8 +43,7 @@ typedef struct mortal {
     uint64_t handled;
 } mortal;
 
-static int mortal_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int mortal_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     mortal *st = state;
     st->handled++;
     switch (tr_msg_tag(msg)) {
@@ -64,8 +61,7 @@ static int mortal_handle(tr_ctx *ctx, void *state, tr_msg *msg)
     }
 }
 
-static void mortal_stop(tr_ctx *ctx, void *state, int reason)
-{
+static void mortal_stop(tr_ctx *ctx, void *state, int reason) {
     mortal *st = state;
     (void)reason;
     tu_report(ctx, st->report_to, R_STOPPED, st->handled);
@@ -78,8 +74,7 @@ static const tr_behavior mortal_behavior = {
     .state_size = sizeof(mortal),
 };
 
-static tr_ref spawn_mortal(tu_env *e)
-{
+static tr_ref spawn_mortal(tu_env *e) {
     mortal init = {.report_to = e->inbox_ref};
     tr_ref ref = TR_REF_NONE;
     TU_ASSERT_OK(
@@ -95,8 +90,7 @@ typedef struct prober {
     tr_inbox *inbox; /* to check tr_inbox_recv refuses inside a handler */
 } prober;
 
-static int prober_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int prober_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     prober *st = state;
     if (tr_msg_tag(msg) == T_PROBE) {
         tu_report(ctx, st->report_to, R_PROBE_RC,
@@ -132,15 +126,13 @@ static const tr_behavior prober_behavior = {
 };
 
 /* Kills `ref` via T_DIE and waits until the runtime calls it dead. */
-static void kill_and_wait(tu_env *e, tr_ref ref)
-{
+static void kill_and_wait(tu_env *e, tr_ref ref) {
     TU_ASSERT_OK(tr_runtime_send_u64(e->rt, ref, T_DIE, 0));
     assert_int_equal(tu_recv_u64(e, R_STOPPED, TU_PROMPT_MS), 1);
     TU_ASSERT_EVENTUALLY(!tr_actor_alive(e->rt, ref), TU_PROMPT_MS);
 }
 
-static void test_send_to_dead_actor(void **state)
-{
+static void test_send_to_dead_actor(void **state) {
     tu_env *e = *state;
     atomic_store(&g_dtor_calls, 0);
     tu_env_init(e, 2);
@@ -181,8 +173,7 @@ static void test_send_to_dead_actor(void **state)
     tu_env_finish(e);
 }
 
-static void test_bogus_refs(void **state)
-{
+static void test_bogus_refs(void **state) {
     tu_env *e = *state;
     tu_env_init(e, 2);
     tu_spawn_keeper(e);
@@ -211,8 +202,7 @@ static void test_bogus_refs(void **state)
 }
 
 /* Generations: refs of dead actors stay dead when their slots are reused. */
-static void test_stale_refs_after_slot_reuse(void **state)
-{
+static void test_stale_refs_after_slot_reuse(void **state) {
     tu_env *e = *state;
     tu_env_init(e, 2);
     tu_spawn_keeper(e);
@@ -251,8 +241,7 @@ static void test_stale_refs_after_slot_reuse(void **state)
 
 /* Messages accepted while the receiver was alive, then orphaned by its
  * death, are dead letters: counted, destructors run, not leaked. */
-static void test_messages_racing_death_are_dead_letters(void **state)
-{
+static void test_messages_racing_death_are_dead_letters(void **state) {
     tu_env *e = *state;
     atomic_store(&g_dtor_calls, 0);
     atomic_store(&g_hold_release, 0);
@@ -291,12 +280,10 @@ typedef struct race_sender {
     uint64_t other;
 } race_sender;
 
-static void *race_sender_main(void *arg)
-{
+static void *race_sender_main(void *arg) {
     race_sender *t = arg;
     for (int i = 0; i < 20000; i++) {
-        tr_msg *m = tr_msg_new_ptr(T_DATA, (void *)(uintptr_t)1, 0,
-                                   count_dtor);
+        tr_msg *m = tr_msg_new_ptr(T_DATA, (void *)(uintptr_t)1, 0, count_dtor);
         int rc = tr_runtime_send(t->rt, t->to, &m);
         if (rc == 0) {
             t->accepted++;
@@ -317,8 +304,7 @@ typedef struct counted_mortal {
     uint64_t handled;
 } counted_mortal;
 
-static int counted_mortal_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int counted_mortal_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     counted_mortal *st = state;
     (void)msg;
     if (++st->handled == st->die_at) {
@@ -334,8 +320,7 @@ static const tr_behavior counted_mortal_behavior = {
     .state_size = sizeof(counted_mortal),
 };
 
-static void test_concurrent_senders_racing_death(void **state)
-{
+static void test_concurrent_senders_racing_death(void **state) {
     tu_env *e = *state;
     atomic_store(&g_dtor_calls, 0);
     tu_env_init(e, 2);
@@ -351,8 +336,8 @@ static void test_concurrent_senders_racing_death(void **state)
     pthread_t th[NTHREADS];
     for (int i = 0; i < NTHREADS; i++) {
         rs[i] = (race_sender){.rt = e->rt, .to = victim};
-        assert_int_equal(
-            pthread_create(&th[i], NULL, race_sender_main, &rs[i]), 0);
+        assert_int_equal(pthread_create(&th[i], NULL, race_sender_main, &rs[i]),
+                         0);
     }
     uint64_t accepted = 0, refused = 0;
     for (int i = 0; i < NTHREADS; i++) {
@@ -376,8 +361,7 @@ static void test_concurrent_senders_racing_death(void **state)
     assert_true(atomic_load(&g_dtor_calls) == NTHREADS * 20000ull);
 }
 
-static void test_send_after_stop(void **state)
-{
+static void test_send_after_stop(void **state) {
     tu_env *e = *state;
     atomic_store(&g_dtor_calls, 0);
     tu_env_init(e, 2);
@@ -394,8 +378,9 @@ static void test_send_after_stop(void **state)
     TU_ASSERT_RC(tr_runtime_send_u64(e->rt, alive, T_DATA, 1), TR_ESTOPPED);
     mortal init = {.report_to = e->inbox_ref};
     tr_ref r2 = TR_REF_NONE;
-    TU_ASSERT_RC(tr_runtime_spawn(e->rt, &mortal_behavior, &init, sizeof init, &r2),
-                 TR_ESTOPPED);
+    TU_ASSERT_RC(
+        tr_runtime_spawn(e->rt, &mortal_behavior, &init, sizeof init, &r2),
+        TR_ESTOPPED);
 
     /* Still refused once run has returned. */
     assert_int_equal(tu_env_join(e, TU_JOIN_MS), 0);
@@ -413,16 +398,14 @@ static void test_send_after_stop(void **state)
 
 /* NULL (and empty) arguments: TR_EINVAL where an int comes back, no crash
  * where nothing does. */
-static int null_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int null_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     (void)ctx;
     (void)state;
     (void)msg;
     return 0;
 }
 
-static void test_null_arguments(void **state)
-{
+static void test_null_arguments(void **state) {
     tu_env *e = *state;
     TU_ASSERT_RC(tr_runtime_create(NULL, NULL), TR_EINVAL);
     tu_env_init(e, 2);
@@ -525,13 +508,12 @@ static void test_null_arguments(void **state)
 }
 
 /* Handler-side misuse: blocking inbox receive from a handler is refused. */
-static void test_handler_misuse(void **state)
-{
+static void test_handler_misuse(void **state) {
     tu_env *e = *state;
     tu_env_init(e, 2);
     tr_ref keeper = tu_spawn_keeper(e);
-    prober pinit = {.report_to = e->inbox_ref, .target = keeper,
-                    .inbox = e->inbox};
+    prober pinit = {
+        .report_to = e->inbox_ref, .target = keeper, .inbox = e->inbox};
     tr_ref pr = TR_REF_NONE;
     TU_ASSERT_OK(
         tr_runtime_spawn(e->rt, &prober_behavior, &pinit, sizeof pinit, &pr));
@@ -544,8 +526,7 @@ static void test_handler_misuse(void **state)
     tu_env_finish(e);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST(test_send_to_dead_actor),
         TU_TEST(test_bogus_refs),

@@ -17,12 +17,11 @@ static const err_row k_rows[] = {TR_ERRNO_MAP(ERR_ROW)};
 #undef ERR_ROW
 #define N_ROWS (sizeof k_rows / sizeof k_rows[0])
 
-static const int k_unknown[] = {1,       2,    TR_STOP, TR_ERRNO_MIN, -17,
-                                -100,    -999, 12345,   INT_MIN,      INT_MAX,
-                                INT_MIN + 1};
+static const int k_unknown[] = {1,       2,       TR_STOP,    TR_ERRNO_MIN,
+                                -17,     -100,    -999,       12345,
+                                INT_MIN, INT_MAX, INT_MIN + 1};
 
-static void test_every_code_has_its_text_and_name(void **state)
-{
+static void test_every_code_has_its_text_and_name(void **state) {
     (void)state;
     assert_true(N_ROWS >= 15);
     for (size_t i = 0; i < N_ROWS; i++) {
@@ -35,8 +34,7 @@ static void test_every_code_has_its_text_and_name(void **state)
     }
 }
 
-static void test_codes_are_negative_and_contiguous(void **state)
-{
+static void test_codes_are_negative_and_contiguous(void **state) {
     (void)state;
     for (size_t i = 0; i < N_ROWS; i++) {
         assert_int_equal(k_rows[i].code, -(int)(i + 1));
@@ -49,8 +47,7 @@ static void test_codes_are_negative_and_contiguous(void **state)
     assert_int_equal(TR_EFREED, -13);
 }
 
-static void test_texts_and_names_are_distinct(void **state)
-{
+static void test_texts_and_names_are_distinct(void **state) {
     (void)state;
     for (size_t i = 0; i < N_ROWS; i++) {
         for (size_t j = i + 1; j < N_ROWS; j++) {
@@ -62,23 +59,20 @@ static void test_texts_and_names_are_distinct(void **state)
     }
 }
 
-static void assert_not_a_known_name(const char *name)
-{
+static void assert_not_a_known_name(const char *name) {
     assert_non_null(name);
     assert_true(name[0] != '\0');
     for (size_t i = 0; i < N_ROWS; i++)
         assert_string_not_equal(name, k_rows[i].name);
 }
 
-static void test_zero_is_success(void **state)
-{
+static void test_zero_is_success(void **state) {
     (void)state;
     assert_string_equal(tr_strerror(0), "success");
     assert_not_a_known_name(tr_err_name(0));
 }
 
-static void test_unknown_values(void **state)
-{
+static void test_unknown_values(void **state) {
     (void)state;
     for (size_t i = 0; i < sizeof k_unknown / sizeof k_unknown[0]; i++) {
         const char *text = tr_strerror(k_unknown[i]);
@@ -91,8 +85,7 @@ static void test_unknown_values(void **state)
 /* "Any thread": concurrent callers get the same answers. */
 static _Atomic int g_mismatches;
 
-static void *hammer_thread(void *arg)
-{
+static void *hammer_thread(void *arg) {
     (void)arg;
     for (int round = 0; round < 2000; round++) {
         for (size_t i = 0; i < N_ROWS; i++) {
@@ -107,8 +100,7 @@ static void *hammer_thread(void *arg)
     return NULL;
 }
 
-static void test_any_thread(void **state)
-{
+static void test_any_thread(void **state) {
     (void)state;
     pthread_t t[4];
     for (int i = 0; i < 4; i++)
@@ -118,8 +110,7 @@ static void test_any_thread(void **state)
     assert_int_equal(atomic_load(&g_mismatches), 0);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_code_has_its_text_and_name),
         cmocka_unit_test(test_codes_are_negative_and_contiguous),

@@ -28,8 +28,7 @@ static _Atomic int g_start_count[MAX_TRACK];
 static _Atomic int g_handled[MAX_TRACK];
 static _Atomic uint64_t g_dtor_calls;
 
-static void reset_tracking(void)
-{
+static void reset_tracking(void) {
     for (int i = 0; i < MAX_TRACK; i++) {
         atomic_store(&g_stop_count[i], 0);
         atomic_store(&g_stop_reason[i], 12345);
@@ -40,8 +39,7 @@ static void reset_tracking(void)
     atomic_store(&g_dtor_calls, 0);
 }
 
-static void count_dtor(void *p)
-{
+static void count_dtor(void *p) {
     (void)p;
     atomic_fetch_add(&g_dtor_calls, 1);
 }
@@ -53,25 +51,22 @@ typedef struct track_hdr {
     uint32_t mode;
 } track_hdr;
 
-static uint64_t stop_code(uint32_t idx, int reason)
-{
+static uint64_t stop_code(uint32_t idx, int reason) {
     return ((uint64_t)idx << 32) | (uint32_t)reason;
 }
 
-static void tracked_on_stop(tr_ctx *ctx, void *state, int reason)
-{
+static void tracked_on_stop(tr_ctx *ctx, void *state, int reason) {
     track_hdr *h = state;
     if (h->idx >= MAX_TRACK)
         return;
     atomic_store(&g_stop_reason[h->idx], reason);
     atomic_fetch_add(&g_stop_count[h->idx], 1);
-    int rc = tr_send_u64(ctx, h->report_to, R_STOPPED,
-                         stop_code(h->idx, reason));
+    int rc =
+        tr_send_u64(ctx, h->report_to, R_STOPPED, stop_code(h->idx, reason));
     atomic_store(&g_stop_send_rc[h->idx], rc);
 }
 
-static int tracked_on_start(tr_ctx *ctx, void *state)
-{
+static int tracked_on_start(tr_ctx *ctx, void *state) {
     track_hdr *h = state;
     (void)ctx;
     atomic_fetch_add(&g_start_count[h->idx], 1);
@@ -79,16 +74,14 @@ static int tracked_on_start(tr_ctx *ctx, void *state)
 }
 
 /* Checks the on_stop bookkeeping of actors [from, to). */
-static void assert_stopped_once(uint32_t from, uint32_t to, int reason)
-{
+static void assert_stopped_once(uint32_t from, uint32_t to, int reason) {
     for (uint32_t i = from; i < to; i++) {
         int n = atomic_load(&g_stop_count[i]);
         if (n != 1)
             fail_msg("actor %u: on_stop ran %d times, expected once", i, n);
         int r = atomic_load(&g_stop_reason[i]);
         if (r != reason)
-            fail_msg("actor %u: on_stop reason %d, expected %d", i, r,
-                     reason);
+            fail_msg("actor %u: on_stop reason %d, expected %d", i, r, reason);
     }
 }
 
@@ -115,8 +108,7 @@ static const tr_behavior family_behavior = {
     .state_size = sizeof(family),
 };
 
-static int family_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int family_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     family *st = state;
     atomic_fetch_add(&g_handled[st->h.idx], 1);
     switch (tr_msg_tag(msg)) {
@@ -150,9 +142,8 @@ static int family_handle(tr_ctx *ctx, void *state, tr_msg *msg)
     }
 }
 
-static tr_ref spawn_family(tr_runtime *rt, tr_ref report_to,
-                           uint32_t children, uint32_t target)
-{
+static tr_ref spawn_family(tr_runtime *rt, tr_ref report_to, uint32_t children,
+                           uint32_t target) {
     family init;
     memset(&init, 0, sizeof init);
     init.h.report_to = report_to;
@@ -166,8 +157,7 @@ static tr_ref spawn_family(tr_runtime *rt, tr_ref report_to,
     return ref;
 }
 
-static void test_run_returns_at_quiescence(void **state)
-{
+static void test_run_returns_at_quiescence(void **state) {
     tu_env *e = *state;
     reset_tracking();
     tu_env_init(e, 2);
@@ -196,8 +186,7 @@ static void test_run_returns_at_quiescence(void **state)
 }
 
 /* With no actor at all, run returns at once. */
-static void test_run_with_no_actors_returns(void **state)
-{
+static void test_run_with_no_actors_returns(void **state) {
     tu_env *e = *state;
     tu_env_init(e, 2);
     tu_env_start(e);
@@ -211,8 +200,7 @@ typedef struct idler {
     track_hdr h;
 } idler;
 
-static int idler_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int idler_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     idler *st = state;
     atomic_fetch_add(&g_handled[st->h.idx], 1);
     if (tr_msg_tag(msg) == T_STOP_RT)
@@ -228,8 +216,7 @@ static const tr_behavior idler_behavior = {
     .state_size = sizeof(idler),
 };
 
-static tr_ref spawn_idler(tu_env *e, uint32_t idx)
-{
+static tr_ref spawn_idler(tu_env *e, uint32_t idx) {
     idler init = {.h = {.report_to = e->inbox_ref, .idx = idx}};
     tr_ref ref = TR_REF_NONE;
     TU_ASSERT_OK(
@@ -237,8 +224,7 @@ static tr_ref spawn_idler(tu_env *e, uint32_t idx)
     return ref;
 }
 
-static void test_stop_from_handler(void **state)
-{
+static void test_stop_from_handler(void **state) {
     tu_env *e = *state;
     reset_tracking();
     tu_env_init(e, 2);
@@ -275,16 +261,14 @@ typedef struct flooder {
     track_hdr h;
 } flooder;
 
-static int flooder_start(tr_ctx *ctx, void *state)
-{
+static int flooder_start(tr_ctx *ctx, void *state) {
     (void)tracked_on_start(ctx, state);
     for (int i = 0; i < 8; i++)
         (void)tr_send_tag(ctx, tr_self(ctx), T_FLOOD);
     return 0;
 }
 
-static int flooder_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int flooder_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     (void)state;
     (void)msg;
     atomic_fetch_add_explicit(&g_flood, 1, memory_order_relaxed);
@@ -305,16 +289,14 @@ typedef struct stopper_arg {
     int rc;
 } stopper_arg;
 
-static void *stopper_main(void *arg)
-{
+static void *stopper_main(void *arg) {
     stopper_arg *s = arg;
     tu_sleep_ms(100);
     s->rc = tr_runtime_stop(s->rt);
     return NULL;
 }
 
-static void test_stop_from_other_thread(void **state)
-{
+static void test_stop_from_other_thread(void **state) {
     tu_env *e = *state;
     reset_tracking();
     atomic_store(&g_flood, 0);
@@ -322,9 +304,8 @@ static void test_stop_from_other_thread(void **state)
     enum { N = 4 };
     for (uint32_t i = 0; i < N; i++) {
         flooder init = {.h = {.report_to = e->inbox_ref, .idx = i}};
-        TU_ASSERT_OK(
-            tr_runtime_spawn(e->rt, &flooder_behavior, &init, sizeof init,
-                             NULL));
+        TU_ASSERT_OK(tr_runtime_spawn(e->rt, &flooder_behavior, &init,
+                                      sizeof init, NULL));
     }
     tu_env_start(e);
     TU_ASSERT_EVENTUALLY(atomic_load(&g_flood) > 1000, TU_PROMPT_MS);
@@ -359,8 +340,7 @@ typedef struct reasoner {
     track_hdr h;
 } reasoner;
 
-static int reasoner_start(tr_ctx *ctx, void *state)
-{
+static int reasoner_start(tr_ctx *ctx, void *state) {
     reasoner *st = state;
     (void)tracked_on_start(ctx, state);
     if (st->h.mode == MODE_START_FAIL)
@@ -370,8 +350,7 @@ static int reasoner_start(tr_ctx *ctx, void *state)
     return 0;
 }
 
-static int reasoner_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int reasoner_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     reasoner *st = state;
     (void)msg;
     atomic_fetch_add(&g_handled[st->h.idx], 1);
@@ -396,20 +375,19 @@ static const tr_behavior reasoner_behavior = {
     .state_size = sizeof(reasoner),
 };
 
-static void test_on_stop_reasons(void **state)
-{
+static void test_on_stop_reasons(void **state) {
     tu_env *e = *state;
     reset_tracking();
     tu_env_init(e, 2);
-    const uint32_t modes[] = {MODE_RETURN_STOP, MODE_CALL_STOP, MODE_FAIL,
-                              MODE_START_FAIL, MODE_START_STOP, MODE_STAY};
+    const uint32_t modes[] = {MODE_RETURN_STOP, MODE_CALL_STOP,  MODE_FAIL,
+                              MODE_START_FAIL,  MODE_START_STOP, MODE_STAY};
     const int reasons[] = {TR_EXIT_NORMAL, TR_EXIT_NORMAL, TR_EPROTO,
                            TR_EINVAL,      TR_EXIT_NORMAL, TR_EXIT_SHUTDOWN};
     enum { N = 6 };
     tr_ref refs[N];
     for (uint32_t i = 0; i < N; i++) {
-        reasoner init = {.h = {.report_to = e->inbox_ref, .idx = i,
-                               .mode = modes[i]}};
+        reasoner init = {
+            .h = {.report_to = e->inbox_ref, .idx = i, .mode = modes[i]}};
         TU_ASSERT_OK(tr_runtime_spawn(e->rt, &reasoner_behavior, &init,
                                       sizeof init, &refs[i]));
         /* Two messages each: nobody handles one after ending. The second
@@ -458,16 +436,14 @@ typedef struct run_arg {
     int rc;
 } run_arg;
 
-static void *second_run_main(void *arg)
-{
+static void *second_run_main(void *arg) {
     run_arg *a = arg;
     a->rc = tr_runtime_run(a->rt);
     return NULL;
 }
 
 /* Calls tr_runtime_run on a helper thread; it must return within 5 s. */
-static int run_bounded(tr_runtime *rt)
-{
+static int run_bounded(tr_runtime *rt) {
     run_arg a = {.rt = rt, .rc = 12345};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, second_run_main, &a), 0);
@@ -479,8 +455,7 @@ static int run_bounded(tr_runtime *rt)
     return a.rc;
 }
 
-static void test_run_twice(void **state)
-{
+static void test_run_twice(void **state) {
     tu_env *e = *state;
     reset_tracking();
     tu_env_init(e, 2);
@@ -499,8 +474,7 @@ static void test_run_twice(void **state)
 
 /* ---- create/destroy without run */
 
-static void test_create_destroy_without_run(void **state)
-{
+static void test_create_destroy_without_run(void **state) {
     (void)state;
     reset_tracking();
     tr_runtime *rt = NULL;
@@ -539,15 +513,13 @@ static void test_create_destroy_without_run(void **state)
 
 /* ---- many cycles */
 
-static void *cycle_runner(void *arg)
-{
+static void *cycle_runner(void *arg) {
     run_arg *a = arg;
     a->rc = tr_runtime_run(a->rt);
     return NULL;
 }
 
-static void test_many_cycles(void **state)
-{
+static void test_many_cycles(void **state) {
     (void)state;
     int cycles = (int)tu_scaled(200, 20);
     for (int c = 0; c < cycles; c++) {
@@ -608,8 +580,7 @@ typedef struct introspect {
     uint8_t tail[40];
 } introspect;
 
-static int introspect_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int introspect_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     introspect *st = state;
     (void)msg;
     tu_report(ctx, st->h.report_to, R_INFO, tr_self(ctx).id);
@@ -630,8 +601,7 @@ static const tr_behavior introspect_behavior = {
     .state_size = sizeof(introspect),
 };
 
-static int stateless_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int stateless_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     tr_ref to = {tr_msg_u64(msg)};
     tu_report(ctx, to, R_STATE, state == NULL);
     return 0;
@@ -642,8 +612,7 @@ static const tr_behavior stateless_behavior = {
     .handle = stateless_handle,
 };
 
-static void test_config_and_context(void **state)
-{
+static void test_config_and_context(void **state) {
     tu_env *e = *state;
     tr_runtime *rt = NULL;
     tr_runtime_config cfg = {.workers = 3};
@@ -661,11 +630,10 @@ static void test_config_and_context(void **state)
     /* init shorter than the state: copied to the start, the rest zeroed */
     track_hdr init = {.report_to = e->inbox_ref, .idx = 77};
     tr_ref a = TR_REF_NONE;
-    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &introspect_behavior, &init,
-                                  sizeof init, &a));
-    tr_ref s = TR_REF_NONE;
     TU_ASSERT_OK(
-        tr_runtime_spawn(e->rt, &stateless_behavior, NULL, 0, &s));
+        tr_runtime_spawn(e->rt, &introspect_behavior, &init, sizeof init, &a));
+    tr_ref s = TR_REF_NONE;
+    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &stateless_behavior, NULL, 0, &s));
     tu_env_start(e);
     for (int round = 0; round < 20; round++) {
         TU_ASSERT_OK(tr_runtime_send_u64(e->rt, a, T_REPORT, 0));
@@ -681,8 +649,7 @@ static void test_config_and_context(void **state)
     tu_env_finish(e);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST(test_run_returns_at_quiescence),
         TU_TEST(test_run_with_no_actors_returns),

@@ -10,9 +10,9 @@
 #define MAX_SENDERS 64
 
 enum {
-    T_SEQ = 1,   /* value = sender << 32 | seq */
-    T_GO,        /* start a sender actor */
-    T_MORE,      /* a sender actor's next chunk */
+    T_SEQ = 1, /* value = sender << 32 | seq */
+    T_GO,      /* start a sender actor */
+    T_MORE,    /* a sender actor's next chunk */
     R_TOTAL = 100,
     R_VIOLATIONS,
     R_BAD_SENDER,
@@ -34,8 +34,7 @@ typedef struct fifo_rx {
     uint64_t bad_sender;
 } fifo_rx;
 
-static uint64_t seq_of_payload(tr_msg *msg, int *ok)
-{
+static uint64_t seq_of_payload(tr_msg *msg, int *ok) {
     size_t len = 0;
     const void *data;
     *ok = 1;
@@ -62,8 +61,7 @@ static uint64_t seq_of_payload(tr_msg *msg, int *ok)
     return 0;
 }
 
-static int fifo_rx_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int fifo_rx_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     fifo_rx *st = state;
     if (tr_msg_tag(msg) != T_SEQ)
         return 0;
@@ -108,8 +106,7 @@ typedef struct fifo_tx {
     uint32_t sent;
 } fifo_tx;
 
-static int fifo_tx_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int fifo_tx_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     fifo_tx *st = state;
     uint32_t tag = tr_msg_tag(msg);
     if (tag != T_GO && tag != T_MORE)
@@ -155,14 +152,13 @@ typedef struct thread_tx {
     uint32_t count;
     tx_mode mode;
     pthread_barrier_t *barrier;
-    int errors;     /* read by main after join */
+    int errors; /* read by main after join */
     int first_err;
 } thread_tx;
 
 static void free_u64_box(void *p) { free(p); }
 
-static void *thread_tx_main(void *arg)
-{
+static void *thread_tx_main(void *arg) {
     thread_tx *t = arg;
     pthread_barrier_wait(t->barrier);
     for (uint32_t seq = 0; seq < t->count; seq++) {
@@ -210,8 +206,7 @@ typedef struct fifo_plan {
     tx_mode mode;
 } fifo_plan;
 
-static void run_fifo(tu_env *e, const fifo_plan *plan)
-{
+static void run_fifo(tu_env *e, const fifo_plan *plan) {
     assert_true(plan->threads + plan->actors <= MAX_SENDERS);
     tu_env_init(e, plan->workers);
 
@@ -283,16 +278,27 @@ static void run_fifo(tu_env *e, const fifo_plan *plan)
         uint32_t tag = tr_msg_tag(m);
         tr_msg_destroy(&m);
         switch (tag) {
-        case R_TOTAL: total = v; break;
-        case R_VIOLATIONS: violations = v; break;
-        case R_BAD_SENDER: bad = v; break;
-        case R_SEQ_SUM_OK: sum_ok = v; break;
-        case R_SENDER_DONE: done++; break;
+        case R_TOTAL:
+            total = v;
+            break;
+        case R_VIOLATIONS:
+            violations = v;
+            break;
+        case R_BAD_SENDER:
+            bad = v;
+            break;
+        case R_SEQ_SUM_OK:
+            sum_ok = v;
+            break;
+        case R_SENDER_DONE:
+            done++;
+            break;
         case R_SEND_ERR:
             fail_msg("a sender actor's send failed: %d (%s)", (int)(int64_t)v,
                      tu_err_text((int)(int64_t)v));
             break;
-        default: fail_msg("unexpected report tag %u", tag);
+        default:
+            fail_msg("unexpected report tag %u", tag);
         }
     }
     assert_true(total == expected);
@@ -308,50 +314,54 @@ static void run_fifo(tu_env *e, const fifo_plan *plan)
     assert_int_equal(tu_report_failures_get(), 0);
 }
 
-static void test_fifo_foreign_threads(void **state)
-{
-    fifo_plan plan = {.workers = 2, .threads = 4, .actors = 0,
+static void test_fifo_foreign_threads(void **state) {
+    fifo_plan plan = {.workers = 2,
+                      .threads = 4,
+                      .actors = 0,
                       .per_sender = (uint32_t)tu_scaled(50000, 2000),
                       .mode = TX_U64};
     run_fifo(*state, &plan);
 }
 
-static void test_fifo_sender_actors(void **state)
-{
-    fifo_plan plan = {.workers = 2, .threads = 0, .actors = 8,
+static void test_fifo_sender_actors(void **state) {
+    fifo_plan plan = {.workers = 2,
+                      .threads = 0,
+                      .actors = 8,
                       .per_sender = (uint32_t)tu_scaled(25000, 1000),
                       .mode = TX_U64};
     run_fifo(*state, &plan);
 }
 
-static void test_fifo_threads_and_actors_together(void **state)
-{
-    fifo_plan plan = {.workers = 2, .threads = 4, .actors = 4,
+static void test_fifo_threads_and_actors_together(void **state) {
+    fifo_plan plan = {.workers = 2,
+                      .threads = 4,
+                      .actors = 4,
                       .per_sender = (uint32_t)tu_scaled(25000, 1000),
                       .mode = TX_U64};
     run_fifo(*state, &plan);
 }
 
 /* Kinds mixed in one stream (U64, BYTES, PTR) keep their order too. */
-static void test_fifo_mixed_payload_kinds(void **state)
-{
-    fifo_plan plan = {.workers = 2, .threads = 4, .actors = 2,
+static void test_fifo_mixed_payload_kinds(void **state) {
+    fifo_plan plan = {.workers = 2,
+                      .threads = 4,
+                      .actors = 2,
                       .per_sender = (uint32_t)tu_scaled(20000, 1000),
                       .mode = TX_MIXED};
     run_fifo(*state, &plan);
 }
 
 /* More workers than cores: more preemption inside the send path. */
-static void test_fifo_many_workers(void **state)
-{
-    fifo_plan plan = {.workers = 4, .threads = 6, .actors = 6,
+static void test_fifo_many_workers(void **state) {
+    fifo_plan plan = {.workers = 4,
+                      .threads = 6,
+                      .actors = 6,
                       .per_sender = (uint32_t)tu_scaled(10000, 500),
                       .mode = TX_U64};
     run_fifo(*state, &plan);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST(test_fifo_foreign_threads),
         TU_TEST(test_fifo_sender_actors),

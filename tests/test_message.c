@@ -31,8 +31,7 @@ static _Atomic int g_dtor_calls;
 static _Atomic int g_dtor_bad_magic;
 static _Atomic int g_self_freed;
 
-static void payload_free(void *p)
-{
+static void payload_free(void *p) {
     payload *pl = p;
     if (pl == NULL || pl->magic != PAYLOAD_MAGIC)
         atomic_fetch_add(&g_dtor_bad_magic, 1);
@@ -42,8 +41,7 @@ static void payload_free(void *p)
     free(p);
 }
 
-static payload *payload_new(uint64_t seq)
-{
+static payload *payload_new(uint64_t seq) {
     payload *p = malloc(sizeof *p);
     assert_non_null(p);
     p->magic = PAYLOAD_MAGIC;
@@ -51,8 +49,7 @@ static payload *payload_new(uint64_t seq)
     return p;
 }
 
-static void reset_counters(void)
-{
+static void reset_counters(void) {
     atomic_store(&g_dtor_calls, 0);
     atomic_store(&g_dtor_bad_magic, 0);
     atomic_store(&g_self_freed, 0);
@@ -67,8 +64,7 @@ typedef struct observer {
     tr_ref inbox;
 } observer;
 
-static int observer_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int observer_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     observer *st = state;
     size_t len = 0;
     const void *data = tr_msg_data(msg, &len);
@@ -113,8 +109,7 @@ static const tr_behavior observer_behavior = {
     .state_size = sizeof(observer),
 };
 
-static tr_ref spawn_observer(tu_env *e)
-{
+static tr_ref spawn_observer(tu_env *e) {
     observer init = {.inbox = e->inbox_ref};
     tr_ref ref = TR_REF_NONE;
     TU_ASSERT_OK(
@@ -124,8 +119,7 @@ static tr_ref spawn_observer(tu_env *e)
 
 /* ---- payload kinds, no runtime needed */
 
-static void test_none_payload(void **state)
-{
+static void test_none_payload(void **state) {
     (void)state;
     tr_msg *m = tr_msg_new(T_PLAIN);
     assert_non_null(m);
@@ -144,8 +138,7 @@ static void test_none_payload(void **state)
     assert_null(m);
 }
 
-static void test_u64_payload(void **state)
-{
+static void test_u64_payload(void **state) {
     (void)state;
     const uint64_t values[] = {0, 1, 42, 0x0123456789ABCDEFull, UINT64_MAX};
     const uint32_t tags[] = {0, 1, 0xABCD, TR_TAG_SYSTEM - 1};
@@ -167,18 +160,16 @@ static void test_u64_payload(void **state)
     }
 }
 
-static const size_t k_sizes[] = {0, 1, 23, TR_MSG_INLINE, TR_MSG_INLINE + 1,
-                                 4096, 65536};
+static const size_t k_sizes[] = {
+    0, 1, 23, TR_MSG_INLINE, TR_MSG_INLINE + 1, 4096, 65536};
 #define N_SIZES (sizeof k_sizes / sizeof k_sizes[0])
 
-static void fill_pattern(uint8_t *buf, size_t len, uint8_t salt)
-{
+static void fill_pattern(uint8_t *buf, size_t len, uint8_t salt) {
     for (size_t i = 0; i < len; i++)
         buf[i] = (uint8_t)((i * 31u + salt) & 0xFFu);
 }
 
-static void check_pattern(const void *data, size_t len, uint8_t salt)
-{
+static void check_pattern(const void *data, size_t len, uint8_t salt) {
     const uint8_t *b = data;
     for (size_t i = 0; i < len; i++) {
         if (b[i] != (uint8_t)((i * 31u + salt) & 0xFFu))
@@ -186,8 +177,7 @@ static void check_pattern(const void *data, size_t len, uint8_t salt)
     }
 }
 
-static void bytes_kind_round_trip(tr_payload_kind kind)
-{
+static void bytes_kind_round_trip(tr_payload_kind kind) {
     for (size_t s = 0; s < N_SIZES; s++) {
         size_t n = k_sizes[s];
         uint8_t *src = malloc(n + 1);
@@ -226,14 +216,12 @@ static void bytes_kind_round_trip(tr_payload_kind kind)
     TU_ASSERT_OK(tr_msg_destroy(&m));
 }
 
-static void test_bytes_payload_sizes(void **state)
-{
+static void test_bytes_payload_sizes(void **state) {
     (void)state;
     bytes_kind_round_trip(TR_PAYLOAD_BYTES);
 }
 
-static void test_msgpack_payload_sizes(void **state)
-{
+static void test_msgpack_payload_sizes(void **state) {
     (void)state;
     bytes_kind_round_trip(TR_PAYLOAD_MSGPACK);
     /* A real msgpack document: [1, "ab", nil]. */
@@ -247,8 +235,7 @@ static void test_msgpack_payload_sizes(void **state)
     TU_ASSERT_OK(tr_msg_destroy(&m));
 }
 
-static void test_bytes_size_limits(void **state)
-{
+static void test_bytes_size_limits(void **state) {
     (void)state;
     /* A real buffer of MAX+1 bytes (calloc: pages stay untouched until read)
      * so the call is well-formed and only the size is wrong. */
@@ -276,8 +263,7 @@ static void test_bytes_size_limits(void **state)
     free(buf);
 }
 
-static void test_ptr_destroy_runs_destructor_once(void **state)
-{
+static void test_ptr_destroy_runs_destructor_once(void **state) {
     (void)state;
     reset_counters();
     payload *p = payload_new(1);
@@ -296,8 +282,7 @@ static void test_ptr_destroy_runs_destructor_once(void **state)
     assert_int_equal(atomic_load(&g_dtor_bad_magic), 0);
 }
 
-static void test_ptr_take(void **state)
-{
+static void test_ptr_take(void **state) {
     (void)state;
     reset_counters();
     payload *p = payload_new(2);
@@ -334,8 +319,7 @@ static void test_ptr_take(void **state)
     TU_ASSERT_OK(tr_msg_destroy(&m));
 }
 
-static void test_ptr_handled_not_taken(void **state)
-{
+static void test_ptr_handled_not_taken(void **state) {
     tu_env *e = *state;
     reset_counters();
     tu_env_init(e, 2);
@@ -357,8 +341,7 @@ static void test_ptr_handled_not_taken(void **state)
     assert_int_equal(atomic_load(&g_dtor_bad_magic), 0);
 }
 
-static void test_ptr_handled_and_taken(void **state)
-{
+static void test_ptr_handled_and_taken(void **state) {
     tu_env *e = *state;
     reset_counters();
     tu_env_init(e, 2);
@@ -380,8 +363,7 @@ static void test_ptr_handled_and_taken(void **state)
     assert_int_equal(atomic_load(&g_dtor_calls), 0);
 }
 
-static void test_ptr_forwarded_moves_ownership(void **state)
-{
+static void test_ptr_forwarded_moves_ownership(void **state) {
     tu_env *e = *state;
     reset_counters();
     tu_env_init(e, 2);
@@ -414,8 +396,7 @@ static void test_ptr_forwarded_moves_ownership(void **state)
     assert_int_equal(atomic_load(&g_dtor_bad_magic), 0);
 }
 
-static void test_ptr_left_in_inbox_is_freed_once(void **state)
-{
+static void test_ptr_left_in_inbox_is_freed_once(void **state) {
     tu_env *e = *state;
     reset_counters();
     tu_env_init(e, 2);
@@ -437,8 +418,7 @@ static void test_ptr_left_in_inbox_is_freed_once(void **state)
  * than TR_MSG_INLINE bytes) keeps its address through a send and through
  * tr_forward; an inline payload lives in the message node, which the
  * runtime may re-home (the inbox does), so only its bytes are checked. */
-static void test_sends_do_not_copy_payload(void **state)
-{
+static void test_sends_do_not_copy_payload(void **state) {
     tu_env *e = *state;
     tu_env_init(e, 2);
     tr_ref obs = spawn_observer(e);
@@ -487,8 +467,7 @@ static void test_sends_do_not_copy_payload(void **state)
     tu_env_finish(e);
 }
 
-static void test_sender_is_recorded(void **state)
-{
+static void test_sender_is_recorded(void **state) {
     tu_env *e = *state;
     tu_env_init(e, 2);
     tr_ref obs = spawn_observer(e);
@@ -509,8 +488,7 @@ static void test_sender_is_recorded(void **state)
 
 /* ---- misuse */
 
-static void test_destroy_null(void **state)
-{
+static void test_destroy_null(void **state) {
     (void)state;
     TU_ASSERT_RC(tr_msg_destroy(NULL), TR_EINVAL);
     tr_msg *none = NULL;
@@ -518,8 +496,7 @@ static void test_destroy_null(void **state)
     assert_null(none);
 }
 
-static void test_double_destroy_via_alias(void **state)
-{
+static void test_double_destroy_via_alias(void **state) {
     (void)state;
     reset_counters();
 
@@ -550,8 +527,7 @@ static void test_double_destroy_via_alias(void **state)
     assert_int_equal(atomic_load(&g_dtor_bad_magic), 0);
 }
 
-static void test_destroy_or_resend_after_send(void **state)
-{
+static void test_destroy_or_resend_after_send(void **state) {
     tu_env *e = *state;
     reset_counters();
     tu_env_init(e, 2);
@@ -589,8 +565,7 @@ static void test_destroy_or_resend_after_send(void **state)
     assert_int_equal(atomic_load(&g_dtor_calls), 1);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_none_payload),
         cmocka_unit_test(test_u64_payload),

@@ -18,12 +18,11 @@ enum {
 
 /* ---- offload functions */
 
-static _Atomic int g_running;      /* jobs inside fn right now */
-static _Atomic int g_max_running;  /* the most seen at once */
+static _Atomic int g_running;     /* jobs inside fn right now */
+static _Atomic int g_max_running; /* the most seen at once */
 static _Atomic int g_calls;
 
-static void note_enter(void)
-{
+static void note_enter(void) {
     int now = atomic_fetch_add(&g_running, 1) + 1;
     int prev = atomic_load(&g_max_running);
     while (now > prev &&
@@ -35,24 +34,21 @@ static void note_enter(void)
 static void note_leave(void) { atomic_fetch_sub(&g_running, 1); }
 
 /* Sleeps SLOW_MS, returns a U64 of arg * 10. */
-static tr_msg *slow_times_ten(void *arg)
-{
+static tr_msg *slow_times_ten(void *arg) {
     note_enter();
     tu_sleep_ms(SLOW_MS);
     note_leave();
     return tr_msg_new_u64(0xBAD, (uint64_t)(uintptr_t)arg * 10);
 }
 
-static tr_msg *quick_times_ten(void *arg)
-{
+static tr_msg *quick_times_ten(void *arg) {
     note_enter();
     tu_sleep_ms(50);
     note_leave();
     return tr_msg_new_u64(0xBAD, (uint64_t)(uintptr_t)arg * 10);
 }
 
-static tr_msg *returns_null(void *arg)
-{
+static tr_msg *returns_null(void *arg) {
     (void)arg;
     note_enter();
     note_leave();
@@ -61,14 +57,12 @@ static tr_msg *returns_null(void *arg)
 
 static _Atomic int g_dtor_calls;
 
-static void payload_dtor(void *p)
-{
+static void payload_dtor(void *p) {
     atomic_fetch_add(&g_dtor_calls, 1);
     free(p);
 }
 
-static tr_msg *returns_ptr(void *arg)
-{
+static tr_msg *returns_ptr(void *arg) {
     (void)arg;
     uint64_t *p = malloc(sizeof *p);
     if (p == NULL)
@@ -85,8 +79,7 @@ static tr_msg *returns_ptr(void *arg)
 static _Atomic int g_gate_open;
 static _Atomic int g_gate_entered;
 
-static tr_msg *gated(void *arg)
-{
+static tr_msg *gated(void *arg) {
     atomic_fetch_add(&g_gate_entered, 1);
     int64_t deadline = tu_now_ms() + 10000;
     while (!atomic_load(&g_gate_open) && tu_now_ms() < deadline)
@@ -94,8 +87,7 @@ static tr_msg *gated(void *arg)
     return tr_msg_new_u64(0, (uint64_t)(uintptr_t)arg);
 }
 
-static void reset(void)
-{
+static void reset(void) {
     atomic_store(&g_running, 0);
     atomic_store(&g_max_running, 0);
     atomic_store(&g_calls, 0);
@@ -110,8 +102,7 @@ typedef struct offloader {
     tr_ref report_to;
 } offloader;
 
-static int offloader_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int offloader_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     offloader *st = state;
     switch (tr_msg_tag(msg)) {
     case T_START: {
@@ -142,8 +133,7 @@ static const tr_behavior offloader_behavior = {
     .state_size = sizeof(offloader),
 };
 
-static void test_offload_result_and_responsiveness(void **state)
-{
+static void test_offload_result_and_responsiveness(void **state) {
     tu_env *e = *state;
     reset();
     tu_env_init(e, 1); /* one worker: a blocked worker would show at once */
@@ -174,8 +164,7 @@ static void test_offload_result_and_responsiveness(void **state)
     tu_env_finish(e);
 }
 
-static void test_offload_from_any_thread_to_inbox(void **state)
-{
+static void test_offload_from_any_thread_to_inbox(void **state) {
     tu_env *e = *state;
     reset();
     tu_env_init(e, 2);
@@ -208,8 +197,7 @@ static void test_offload_from_any_thread_to_inbox(void **state)
     assert_int_equal(atomic_load(&g_dtor_calls), 1);
 }
 
-static void test_offload_runs_in_parallel(void **state)
-{
+static void test_offload_runs_in_parallel(void **state) {
     tu_env *e = *state;
     reset();
     tr_runtime_config cfg = {.workers = 2, .offload_threads = 4};
@@ -219,8 +207,8 @@ static void test_offload_runs_in_parallel(void **state)
     enum { JOBS = 40 };
     int64_t t0 = tu_now_ms();
     for (uintptr_t i = 1; i <= JOBS; i++)
-        TU_ASSERT_OK(tr_offload(e->rt, quick_times_ten, (void *)i,
-                                e->inbox_ref, T_RESULT));
+        TU_ASSERT_OK(tr_offload(e->rt, quick_times_ten, (void *)i, e->inbox_ref,
+                                T_RESULT));
     uint64_t sum = 0;
     bool seen[JOBS + 1] = {false};
     for (int i = 0; i < JOBS; i++) {
@@ -243,25 +231,24 @@ static void test_offload_runs_in_parallel(void **state)
     tu_env_finish(e);
 }
 
-static void test_offload_queue_full_is_eagain(void **state)
-{
+static void test_offload_queue_full_is_eagain(void **state) {
     tu_env *e = *state;
     reset();
-    tr_runtime_config cfg = {.workers = 2, .offload_threads = 1,
-                             .offload_queue = 2};
+    tr_runtime_config cfg = {
+        .workers = 2, .offload_threads = 1, .offload_queue = 2};
     tu_env_init_cfg(e, &cfg);
     tu_spawn_keeper(e);
     tu_env_start(e);
 
     /* Occupy the only pool thread. */
-    TU_ASSERT_OK(tr_offload(e->rt, gated, (void *)(uintptr_t)1, e->inbox_ref,
-                            T_RESULT));
+    TU_ASSERT_OK(
+        tr_offload(e->rt, gated, (void *)(uintptr_t)1, e->inbox_ref, T_RESULT));
     TU_ASSERT_EVENTUALLY(atomic_load(&g_gate_entered) == 1, TU_PROMPT_MS);
     /* The queue holds two more, then refuses without blocking. */
-    TU_ASSERT_OK(tr_offload(e->rt, gated, (void *)(uintptr_t)2, e->inbox_ref,
-                            T_RESULT));
-    TU_ASSERT_OK(tr_offload(e->rt, gated, (void *)(uintptr_t)3, e->inbox_ref,
-                            T_RESULT));
+    TU_ASSERT_OK(
+        tr_offload(e->rt, gated, (void *)(uintptr_t)2, e->inbox_ref, T_RESULT));
+    TU_ASSERT_OK(
+        tr_offload(e->rt, gated, (void *)(uintptr_t)3, e->inbox_ref, T_RESULT));
     int64_t t0 = tu_now_ms();
     for (int i = 0; i < 5; i++)
         TU_ASSERT_RC(tr_offload(e->rt, gated, (void *)(uintptr_t)99,
@@ -278,14 +265,13 @@ static void test_offload_queue_full_is_eagain(void **state)
     tu_expect_silence(e, 100);
     assert_int_equal(atomic_load(&g_gate_entered), 3);
     /* Room again. */
-    TU_ASSERT_OK(tr_offload(e->rt, gated, (void *)(uintptr_t)4, e->inbox_ref,
-                            T_RESULT));
+    TU_ASSERT_OK(
+        tr_offload(e->rt, gated, (void *)(uintptr_t)4, e->inbox_ref, T_RESULT));
     assert_true(tu_recv_u64(e, T_RESULT, TU_PROMPT_MS) == 4);
     tu_env_finish(e);
 }
 
-static void test_offload_misuse(void **state)
-{
+static void test_offload_misuse(void **state) {
     tu_env *e = *state;
     reset();
     tu_env_init(e, 2);
@@ -301,8 +287,7 @@ static void test_offload_misuse(void **state)
     assert_int_equal(atomic_load(&g_calls), 0);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST(test_offload_result_and_responsiveness),
         TU_TEST(test_offload_from_any_thread_to_inbox),

@@ -40,16 +40,14 @@ typedef struct reactor_fixture {
 
 static reactor_fixture g_fx;
 
-static int fx_setup(void **state)
-{
+static int fx_setup(void **state) {
     memset(&g_fx, 0, sizeof g_fx);
     for (int i = 0; i < MAX_FDS; i++)
         g_fx.fds[i] = -1;
     return tu_setup(state);
 }
 
-static int fx_teardown(void **state)
-{
+static int fx_teardown(void **state) {
     /* Stop the runtime first: no handler touches an fd or socket after. */
     int rc = tu_teardown(state);
 #ifdef HAVE_ZMQ
@@ -74,14 +72,12 @@ static int fx_teardown(void **state)
 
 #define FX_TEST(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
 
-static void fx_track(int fd)
-{
+static void fx_track(int fd) {
     assert_true(g_fx.nfds < MAX_FDS);
     g_fx.fds[g_fx.nfds++] = fd;
 }
 
-static void make_pipe(int p[2])
-{
+static void make_pipe(int p[2]) {
     assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
     fx_track(p[0]);
     fx_track(p[1]);
@@ -95,8 +91,7 @@ typedef struct fd_reader {
     bool stop_after_event;
 } fd_reader;
 
-static int fd_reader_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int fd_reader_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     fd_reader *st = state;
     if (tr_msg_tag(msg) != T_READY)
         return 0;
@@ -130,8 +125,7 @@ typedef struct fd_writer {
     int fd;
 } fd_writer;
 
-static int fd_writer_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int fd_writer_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     fd_writer *st = state;
     if (tr_msg_tag(msg) != T_READY)
         return 0;
@@ -160,25 +154,23 @@ static const tr_behavior fd_writer_behavior = {
     .state_size = sizeof(fd_writer),
 };
 
-static tr_ref spawn_reader(tu_env *e, int fd, bool stop_after_event)
-{
-    fd_reader init = {.report_to = e->inbox_ref, .fd = fd,
+static tr_ref spawn_reader(tu_env *e, int fd, bool stop_after_event) {
+    fd_reader init = {.report_to = e->inbox_ref,
+                      .fd = fd,
                       .stop_after_event = stop_after_event};
     tr_ref ref = TR_REF_NONE;
-    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &fd_reader_behavior, &init,
-                                  sizeof init, &ref));
+    TU_ASSERT_OK(
+        tr_runtime_spawn(e->rt, &fd_reader_behavior, &init, sizeof init, &ref));
     return ref;
 }
 
-static void write_all(int fd, const void *buf, size_t len)
-{
+static void write_all(int fd, const void *buf, size_t len) {
     ssize_t n = write(fd, buf, len);
     assert_true(n == (ssize_t)len);
 }
 
 /* One event: R_EVENTS, R_BYTES, R_EAGAIN from the reader. Returns bytes. */
-static uint64_t expect_read_event(tu_env *e)
-{
+static uint64_t expect_read_event(tu_env *e) {
     uint64_t ev = tu_recv_u64(e, R_EVENTS, TU_PROMPT_MS);
     assert_true((ev & TR_READABLE) != 0);
     uint64_t bytes = tu_recv_u64(e, R_BYTES, TU_PROMPT_MS);
@@ -188,8 +180,7 @@ static uint64_t expect_read_event(tu_env *e)
 
 /* ---- tests */
 
-static void test_pipe_readable_edge(void **state)
-{
+static void test_pipe_readable_edge(void **state) {
     tu_env *e = *state;
     tu_env_init(e, 2);
     int p[2];
@@ -239,8 +230,7 @@ static void test_pipe_readable_edge(void **state)
     tu_env_finish(e);
 }
 
-static void test_socketpair_writable_edge(void **state)
-{
+static void test_socketpair_writable_edge(void **state) {
     tu_env *e = *state;
     tu_env_init(e, 2);
     int sv[2];
@@ -289,8 +279,7 @@ static void test_socketpair_writable_edge(void **state)
 }
 
 /* Readable and writable on one watch: both bits can be reported. */
-static void test_socketpair_read_and_write_watch(void **state)
-{
+static void test_socketpair_read_and_write_watch(void **state) {
     tu_env *e = *state;
     tu_env_init(e, 2);
     int sv[2];
@@ -302,8 +291,8 @@ static void test_socketpair_read_and_write_watch(void **state)
     tr_ref reader = spawn_reader(e, sv[0], false);
     tu_env_start(e);
     tr_watch_id w = {0};
-    TU_ASSERT_OK(tr_watch(e->rt, sv[0], TR_READABLE | TR_WRITABLE, reader,
-                          T_READY, &w));
+    TU_ASSERT_OK(
+        tr_watch(e->rt, sv[0], TR_READABLE | TR_WRITABLE, reader, T_READY, &w));
     /* First message: writable (nothing to read). */
     uint64_t ev = tu_recv_u64(e, R_EVENTS, TU_PROMPT_MS);
     assert_true((ev & TR_WRITABLE) != 0);
@@ -326,8 +315,7 @@ static void test_socketpair_read_and_write_watch(void **state)
     tu_env_finish(e);
 }
 
-static void test_watch_removed_when_actor_dead(void **state)
-{
+static void test_watch_removed_when_actor_dead(void **state) {
     tu_env *e = *state;
     tu_env_init(e, 2);
     tu_spawn_keeper(e);
@@ -348,8 +336,7 @@ static void test_watch_removed_when_actor_dead(void **state)
     tu_env_finish(e);
 }
 
-static void test_watch_misuse(void **state)
-{
+static void test_watch_misuse(void **state) {
     tu_env *e = *state;
     tu_env_init(e, 2);
     tr_ref keeper = tu_spawn_keeper(e);
@@ -385,8 +372,7 @@ typedef struct zmq_reader {
 
 /* The documented ZMQ_FD contract: on a signal, loop on ZMQ_EVENTS and
  * receive while it reports ZMQ_POLLIN; only then wait for the next edge. */
-static int zmq_reader_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int zmq_reader_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     zmq_reader *st = state;
     uint32_t tag = tr_msg_tag(msg);
     if (tag != T_READY && tag != T_KICK)
@@ -405,8 +391,7 @@ static int zmq_reader_handle(tr_ctx *ctx, void *state, tr_msg *msg)
             int n = zmq_recv(st->sock, &seq, sizeof seq, ZMQ_DONTWAIT);
             if (n < 0) {
                 if (errno != EAGAIN && errno != EINTR)
-                    tu_report(ctx, st->report_to, R_ZMQ_ERR,
-                              (uint64_t)errno);
+                    tu_report(ctx, st->report_to, R_ZMQ_ERR, (uint64_t)errno);
                 break;
             }
             if (n != (int)sizeof seq || seq != st->next_seq)
@@ -425,8 +410,7 @@ static const tr_behavior zmq_reader_behavior = {
     .state_size = sizeof(zmq_reader),
 };
 
-static void run_zmq_pair(tu_env *e, const char *endpoint)
-{
+static void run_zmq_pair(tu_env *e, const char *endpoint) {
     atomic_store(&g_zmq_order_errors, 0);
     tu_env_init(e, 2);
     g_fx.zctx = zmq_ctx_new();
@@ -438,8 +422,8 @@ static void run_zmq_pair(tu_env *e, const char *endpoint)
     int zero = 0, five_s = 5000;
     assert_int_equal(zmq_setsockopt(rx, ZMQ_LINGER, &zero, sizeof zero), 0);
     assert_int_equal(zmq_setsockopt(tx, ZMQ_LINGER, &zero, sizeof zero), 0);
-    assert_int_equal(
-        zmq_setsockopt(tx, ZMQ_SNDTIMEO, &five_s, sizeof five_s), 0);
+    assert_int_equal(zmq_setsockopt(tx, ZMQ_SNDTIMEO, &five_s, sizeof five_s),
+                     0);
     if (zmq_bind(rx, endpoint) != 0)
         fail_msg("zmq_bind(%s): %s", endpoint, zmq_strerror(zmq_errno()));
     if (zmq_connect(tx, endpoint) != 0)
@@ -466,8 +450,7 @@ static void run_zmq_pair(tu_env *e, const char *endpoint)
     const uint64_t n = 2000;
     for (uint64_t i = 0; i < n; i++) {
         if (zmq_send(tx, &i, sizeof i, 0) != (int)sizeof i)
-            fail_msg("zmq_send #%" PRIu64 ": %s", i,
-                     zmq_strerror(zmq_errno()));
+            fail_msg("zmq_send #%" PRIu64 ": %s", i, zmq_strerror(zmq_errno()));
         if (i % 97 == 0)
             tu_sleep_ms(1); /* let the reader go idle: more edges */
     }
@@ -495,16 +478,14 @@ static void run_zmq_pair(tu_env *e, const char *endpoint)
     tu_env_finish(e); /* teardown closes the sockets and the context */
 }
 
-static void test_zmq_pair_inproc(void **state)
-{
+static void test_zmq_pair_inproc(void **state) {
     char ep[128];
     snprintf(ep, sizeof ep, "inproc://troupe-test-reactor-%ld-%lld",
              (long)getpid(), (long long)tu_now_ns());
     run_zmq_pair(*state, ep);
 }
 
-static void test_zmq_pair_ipc(void **state)
-{
+static void test_zmq_pair_ipc(void **state) {
     snprintf(g_fx.ipc_path, sizeof g_fx.ipc_path,
              "/tmp/troupe-test-reactor-%ld-%lld.ipc", (long)getpid(),
              (long long)tu_now_ns());
@@ -515,23 +496,20 @@ static void test_zmq_pair_ipc(void **state)
 
 #else
 
-static void test_zmq_pair_inproc(void **state)
-{
+static void test_zmq_pair_inproc(void **state) {
     (void)state;
     print_message("zmq.h not found at build time: ZeroMQ test skipped\n");
     skip();
 }
 
-static void test_zmq_pair_ipc(void **state)
-{
+static void test_zmq_pair_ipc(void **state) {
     (void)state;
     skip();
 }
 
 #endif
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         FX_TEST(test_pipe_readable_edge),
         FX_TEST(test_socketpair_writable_edge),

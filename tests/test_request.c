@@ -57,8 +57,7 @@ typedef struct requester {
     uint64_t burst_ids[MAX_BURST];
 } requester;
 
-static int requester_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int requester_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     requester *st = state;
     uint32_t tag = tr_msg_tag(msg);
 
@@ -67,8 +66,8 @@ static int requester_handle(tr_ctx *ctx, void *state, tr_msg *msg)
         uint32_t idx = (uint32_t)(v >> 32);
         tr_msg *req = tr_msg_new_u64(T_REQ, v & 0xFFFFFFFFu);
         uint64_t id = 0;
-        int rc = tr_request(ctx, st->targets[idx], &req, st->timeouts[idx],
-                            &id);
+        int rc =
+            tr_request(ctx, st->targets[idx], &req, st->timeouts[idx], &id);
         if (rc != 0) {
             tr_msg_destroy(&req);
             tu_report(ctx, st->report_to, R_REQ_ERR, rc64(rc));
@@ -179,8 +178,7 @@ typedef struct responder {
     int64_t delay_ms;
 } responder;
 
-static int responder_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int responder_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     responder *st = state;
     bool is_req = tr_msg_is_request(msg);
     if (st->mode == RESP_NONREQ) {
@@ -224,8 +222,7 @@ typedef struct reports {
 } reports;
 
 static void collect_until(tu_env *e, reports *r, uint32_t tag, uint32_t n,
-                          int64_t timeout_ms)
-{
+                          int64_t timeout_ms) {
     int64_t deadline = tu_now_ms() + timeout_ms;
     while (r->count[tag] < n) {
         int64_t left = deadline - tu_now_ms();
@@ -245,8 +242,7 @@ static void collect_until(tu_env *e, reports *r, uint32_t tag, uint32_t n,
     }
 }
 
-static void drain_silence(tu_env *e, reports *r, int64_t ms)
-{
+static void drain_silence(tu_env *e, reports *r, int64_t ms) {
     tr_msg *m = NULL;
     while (tr_inbox_recv(e->inbox, ms, &m) == 0) {
         uint32_t t = tr_msg_tag(m);
@@ -262,19 +258,17 @@ static void drain_silence(tu_env *e, reports *r, int64_t ms)
     }
 }
 
-static tr_ref spawn_responder(tu_env *e, responder_mode mode, int64_t delay)
-{
-    responder init = {.report_to = e->inbox_ref, .mode = mode,
-                      .delay_ms = delay};
+static tr_ref spawn_responder(tu_env *e, responder_mode mode, int64_t delay) {
+    responder init = {
+        .report_to = e->inbox_ref, .mode = mode, .delay_ms = delay};
     tr_ref ref = TR_REF_NONE;
-    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &responder_behavior, &init,
-                                  sizeof init, &ref));
+    TU_ASSERT_OK(
+        tr_runtime_spawn(e->rt, &responder_behavior, &init, sizeof init, &ref));
     return ref;
 }
 
 static tr_ref spawn_requester(tu_env *e, const tr_ref *targets,
-                              const int64_t *timeouts, uint32_t n)
-{
+                              const int64_t *timeouts, uint32_t n) {
     requester init;
     memset(&init, 0, sizeof init);
     init.report_to = e->inbox_ref;
@@ -289,16 +283,14 @@ static tr_ref spawn_requester(tu_env *e, const tr_ref *targets,
 }
 
 static void ask(tu_env *e, tr_ref requester_ref, uint32_t target,
-                uint32_t payload)
-{
+                uint32_t payload) {
     TU_ASSERT_OK(tr_runtime_send_u64(e->rt, requester_ref, T_REQUEST,
                                      ((uint64_t)target << 32) | payload));
 }
 
 /* ---- tests */
 
-static void test_request_reply_round_trip(void **state)
-{
+static void test_request_reply_round_trip(void **state) {
     tu_env *e = *state;
     tu_env_init(e, 2);
     tr_ref echo = spawn_responder(e, RESP_ECHO, 0);
@@ -330,8 +322,7 @@ static void test_request_reply_round_trip(void **state)
     tu_env_finish(e);
 }
 
-static void test_many_outstanding_requests_match(void **state)
-{
+static void test_many_outstanding_requests_match(void **state) {
     tu_env *e = *state;
     tu_env_init(e, 2);
     tr_ref echo = spawn_responder(e, RESP_ECHO, 0);
@@ -347,8 +338,7 @@ static void test_many_outstanding_requests_match(void **state)
     tu_env_finish(e);
 }
 
-static void test_request_timeout(void **state)
-{
+static void test_request_timeout(void **state) {
     tu_env *e = *state;
     tu_env_init(e, 2);
     tr_ref silent = spawn_responder(e, RESP_SILENT, 0);
@@ -372,8 +362,7 @@ static void test_request_timeout(void **state)
     tu_env_finish(e);
 }
 
-static void test_late_reply_is_discarded_and_counted(void **state)
-{
+static void test_late_reply_is_discarded_and_counted(void **state) {
     tu_env *e = *state;
     tu_env_init(e, 2);
     tr_ref slow = spawn_responder(e, RESP_SLOW, 300);
@@ -415,8 +404,7 @@ static void test_late_reply_is_discarded_and_counted(void **state)
 
 /* A late reply to request A arrives while request B (same requester) is
  * outstanding: it must not be taken for B's reply. */
-static void test_late_reply_not_mistaken_for_next(void **state)
-{
+static void test_late_reply_not_mistaken_for_next(void **state) {
     tu_env *e = *state;
     tu_env_init(e, 2);
     tr_ref slow_a = spawn_responder(e, RESP_SLOW, 300);
@@ -449,8 +437,7 @@ static void test_late_reply_not_mistaken_for_next(void **state)
     tu_env_finish(e);
 }
 
-static void test_reply_to_non_request(void **state)
-{
+static void test_reply_to_non_request(void **state) {
     tu_env *e = *state;
     tu_env_init(e, 2);
     tr_ref nonreq = spawn_responder(e, RESP_NONREQ, 0);
@@ -462,8 +449,7 @@ static void test_reply_to_non_request(void **state)
     tu_env_finish(e);
 }
 
-static void test_request_misuse(void **state)
-{
+static void test_request_misuse(void **state) {
     tu_env *e = *state;
     tu_env_init(e, 2);
     tr_ref echo = spawn_responder(e, RESP_ECHO, 0);
@@ -486,8 +472,7 @@ static void test_request_misuse(void **state)
     tu_env_finish(e);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST(test_request_reply_round_trip),
         TU_TEST(test_many_outstanding_requests_match),

@@ -13,8 +13,8 @@ enum {
     R_PONG = 100,
 };
 
-#define FLOOD_DEPTH 256      /* more than a default batch (64) */
-#define REPLY_BOUND_MS 2000  /* the fairness bound the test asserts */
+#define FLOOD_DEPTH 256     /* more than a default batch (64) */
+#define REPLY_BOUND_MS 2000 /* the fairness bound the test asserts */
 
 static _Atomic uint64_t g_flood_count[2];
 static _Atomic uint64_t g_flood_errors;
@@ -23,8 +23,7 @@ typedef struct flooder {
     uint32_t idx;
 } flooder;
 
-static int flooder_start(tr_ctx *ctx, void *state)
-{
+static int flooder_start(tr_ctx *ctx, void *state) {
     (void)state;
     for (int i = 0; i < FLOOD_DEPTH; i++) {
         if (tr_send_tag(ctx, tr_self(ctx), T_FLOOD) != 0)
@@ -33,12 +32,10 @@ static int flooder_start(tr_ctx *ctx, void *state)
     return 0;
 }
 
-static int flooder_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int flooder_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     flooder *st = state;
     (void)msg;
-    atomic_fetch_add_explicit(&g_flood_count[st->idx], 1,
-                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&g_flood_count[st->idx], 1, memory_order_relaxed);
     int rc = tr_send_tag(ctx, tr_self(ctx), T_FLOOD);
     /* ESTOPPED is the expected end of the flood. */
     if (rc != 0 && rc != TR_ESTOPPED)
@@ -57,8 +54,7 @@ typedef struct victim {
     tr_ref report_to;
 } victim;
 
-static int victim_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int victim_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     victim *st = state;
     if (tr_msg_tag(msg) == T_PING)
         tu_report(ctx, st->report_to, R_PONG, tr_msg_u64(msg));
@@ -71,22 +67,19 @@ static const tr_behavior victim_behavior = {
     .state_size = sizeof(victim),
 };
 
-static uint64_t flood_count(uint32_t i)
-{
+static uint64_t flood_count(uint32_t i) {
     return atomic_load_explicit(&g_flood_count[i], memory_order_relaxed);
 }
 
 /* Asserts the flooder i is still flooding: its count moves. */
-static void assert_still_flooding(tu_env *e, tr_ref fl, uint32_t i)
-{
+static void assert_still_flooding(tu_env *e, tr_ref fl, uint32_t i) {
     uint64_t c0 = flood_count(i);
     TU_ASSERT_EVENTUALLY(flood_count(i) > c0, REPLY_BOUND_MS);
     assert_true(tr_actor_alive(e->rt, fl));
 }
 
 static void run_fairness(tu_env *e, unsigned workers, uint32_t nflooders,
-                         bool use_timer)
-{
+                         bool use_timer) {
     for (uint32_t i = 0; i < 2; i++)
         atomic_store(&g_flood_count[i], 0);
     atomic_store(&g_flood_errors, 0);
@@ -100,8 +93,8 @@ static void run_fairness(tu_env *e, unsigned workers, uint32_t nflooders,
     }
     victim vinit = {.report_to = e->inbox_ref};
     tr_ref vic = TR_REF_NONE;
-    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &victim_behavior, &vinit,
-                                  sizeof vinit, &vic));
+    TU_ASSERT_OK(
+        tr_runtime_spawn(e->rt, &victim_behavior, &vinit, sizeof vinit, &vic));
     tu_env_start(e);
 
     /* The flood is under way before we ask anything. */
@@ -144,35 +137,29 @@ static void run_fairness(tu_env *e, unsigned workers, uint32_t nflooders,
     assert_int_equal(atomic_load(&g_flood_errors), 0);
 }
 
-static void test_fairness_one_worker(void **state)
-{
+static void test_fairness_one_worker(void **state) {
     run_fairness(*state, 1, 1, false);
 }
 
-static void test_fairness_two_workers(void **state)
-{
+static void test_fairness_two_workers(void **state) {
     run_fairness(*state, 2, 1, false);
 }
 
 /* Two flooders: with two workers each could occupy one. */
-static void test_fairness_two_flooders_two_workers(void **state)
-{
+static void test_fairness_two_flooders_two_workers(void **state) {
     run_fairness(*state, 2, 2, false);
 }
 
-static void test_fairness_two_flooders_one_worker(void **state)
-{
+static void test_fairness_two_flooders_one_worker(void **state) {
     run_fairness(*state, 1, 2, false);
 }
 
 /* A timer's message also gets through the flood. */
-static void test_fairness_timer_one_worker(void **state)
-{
+static void test_fairness_timer_one_worker(void **state) {
     run_fairness(*state, 1, 1, true);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST(test_fairness_one_worker),
         TU_TEST(test_fairness_two_workers),

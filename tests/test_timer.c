@@ -18,28 +18,24 @@ enum {
 
 static _Atomic uint64_t g_dtor_calls;
 
-static void count_dtor(void *p)
-{
+static void count_dtor(void *p) {
     (void)p; /* a fake, non-NULL pointer: nothing to free */
     atomic_fetch_add(&g_dtor_calls, 1);
 }
 
-static tr_msg *fake_ptr_msg(uint32_t tag, uint64_t n)
-{
+static tr_msg *fake_ptr_msg(uint32_t tag, uint64_t n) {
     tr_msg *m = tr_msg_new_ptr(tag, (void *)(uintptr_t)(n + 1), 0, count_dtor);
     assert_non_null(m);
     return m;
 }
 
-static void start_env(tu_env *e)
-{
+static void start_env(tu_env *e) {
     tu_env_init(e, 2);
     tu_spawn_keeper(e);
     tu_env_start(e);
 }
 
-static void test_send_after_fires_in_deadline_order(void **state)
-{
+static void test_send_after_fires_in_deadline_order(void **state) {
     tu_env *e = *state;
     start_env(e);
     /* Added in scrambled order; must come out sorted by delay. */
@@ -72,8 +68,7 @@ static void test_send_after_fires_in_deadline_order(void **state)
     tu_env_finish(e);
 }
 
-static void test_send_at(void **state)
-{
+static void test_send_at(void **state) {
     tu_env *e = *state;
     start_env(e);
     int64_t deadline = tr_now_ms() + 120;
@@ -91,8 +86,7 @@ static void test_send_at(void **state)
     tu_env_finish(e);
 }
 
-static void test_cancel_before_firing(void **state)
-{
+static void test_cancel_before_firing(void **state) {
     tu_env *e = *state;
     atomic_store(&g_dtor_calls, 0);
     start_env(e);
@@ -111,8 +105,7 @@ static void test_cancel_before_firing(void **state)
     assert_int_equal(atomic_load(&g_dtor_calls), 1);
 }
 
-static void test_cancel_after_firing(void **state)
-{
+static void test_cancel_after_firing(void **state) {
     tu_env *e = *state;
     start_env(e);
     tr_msg *m = tr_msg_new_u64(T_TIMER, 7);
@@ -130,8 +123,7 @@ static void test_cancel_after_firing(void **state)
     tu_env_finish(e);
 }
 
-static void test_periodic_ticks_increase(void **state)
-{
+static void test_periodic_ticks_increase(void **state) {
     tu_env *e = *state;
     start_env(e);
     const int64_t period = 20;
@@ -157,8 +149,7 @@ static void test_periodic_ticks_increase(void **state)
     tu_env_finish(e);
 }
 
-static void test_cancel_periodic_stops_ticks(void **state)
-{
+static void test_cancel_periodic_stops_ticks(void **state) {
     tu_env *e = *state;
     start_env(e);
     tr_timer_id id = {0};
@@ -185,8 +176,7 @@ typedef struct tick_counter {
     uint64_t ticks;
 } tick_counter;
 
-static int tick_counter_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int tick_counter_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     tick_counter *st = state;
     if (tr_msg_tag(msg) != T_TICK)
         return 0;
@@ -204,8 +194,7 @@ static const tr_behavior tick_counter_behavior = {
     .state_size = sizeof(tick_counter),
 };
 
-static void test_periodic_ends_when_target_dies(void **state)
-{
+static void test_periodic_ends_when_target_dies(void **state) {
     tu_env *e = *state;
     start_env(e);
     tick_counter init = {.report_to = e->inbox_ref, .stop_after = 3};
@@ -223,8 +212,7 @@ static void test_periodic_ends_when_target_dies(void **state)
 }
 
 /* Shuffles ids with the seed (Fisher-Yates). */
-static void shuffle(tr_timer_id *ids, size_t n, uint64_t *seed)
-{
+static void shuffle(tr_timer_id *ids, size_t n, uint64_t *seed) {
     for (size_t i = n - 1; i > 0; i--) {
         size_t j = (size_t)(tu_rand(seed) % (i + 1));
         tr_timer_id t = ids[i];
@@ -233,8 +221,7 @@ static void shuffle(tr_timer_id *ids, size_t n, uint64_t *seed)
     }
 }
 
-static void test_100k_pending_then_cancelled(void **state)
-{
+static void test_100k_pending_then_cancelled(void **state) {
     tu_env *e = *state;
     atomic_store(&g_dtor_calls, 0);
     uint64_t seed = tu_seed("100k cancel order");
@@ -283,8 +270,7 @@ typedef struct bulk_rx {
     uint64_t last_deadline;
 } bulk_rx;
 
-static int bulk_rx_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static int bulk_rx_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     bulk_rx *st = state;
     if (tr_msg_tag(msg) != T_BULK)
         return 0;
@@ -308,8 +294,7 @@ static const tr_behavior bulk_rx_behavior = {
     .state_size = sizeof(bulk_rx),
 };
 
-static void test_100k_timers_all_fire(void **state)
-{
+static void test_100k_timers_all_fire(void **state) {
     tu_env *e = *state;
     uint64_t seed = tu_seed("100k deadlines");
     start_env(e);
@@ -345,13 +330,11 @@ static void test_100k_timers_all_fire(void **state)
     tu_env_finish(e);
 }
 
-static void test_timer_misuse(void **state)
-{
+static void test_timer_misuse(void **state) {
     tu_env *e = *state;
     start_env(e);
     tr_timer_id id = {0};
-    TU_ASSERT_RC(tr_send_every(e->rt, e->inbox_ref, 0, T_TICK, &id),
-                 TR_EINVAL);
+    TU_ASSERT_RC(tr_send_every(e->rt, e->inbox_ref, 0, T_TICK, &id), TR_EINVAL);
     TU_ASSERT_RC(tr_send_after(e->rt, e->inbox_ref, 10, NULL, &id), TR_EINVAL);
     tr_msg *none = NULL;
     TU_ASSERT_RC(tr_send_at(e->rt, e->inbox_ref, 10, &none, &id), TR_EINVAL);
@@ -373,8 +356,7 @@ static void test_timer_misuse(void **state)
     TU_ASSERT_OK(tr_runtime_stop(e->rt));
     m = tr_msg_new_u64(T_TIMER, 3);
     assert_non_null(m);
-    TU_ASSERT_RC(tr_send_after(e->rt, e->inbox_ref, 10, &m, NULL),
-                 TR_ESTOPPED);
+    TU_ASSERT_RC(tr_send_after(e->rt, e->inbox_ref, 10, &m, NULL), TR_ESTOPPED);
     assert_non_null(m);
     TU_ASSERT_RC(tr_send_at(e->rt, e->inbox_ref, tr_now_ms() + 10, &m, NULL),
                  TR_ESTOPPED);
@@ -386,8 +368,7 @@ static void test_timer_misuse(void **state)
     assert_int_equal(atomic_load(&g_dtor_calls), 1);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST(test_send_after_fires_in_deadline_order),
         TU_TEST(test_send_at),

@@ -81,8 +81,7 @@
 
 /* Divisor applied to stress sizes: 8 under TSan, 2 under ASan, 20 under
  * valgrind, times TROUPE_TEST_SCALE from the environment if set. */
-static inline uint64_t tu_scale_divisor(void)
-{
+static inline uint64_t tu_scale_divisor(void) {
     uint64_t d = 1;
 #if defined(TU_TSAN)
     d *= 8;
@@ -103,30 +102,26 @@ static inline uint64_t tu_scale_divisor(void)
 }
 
 /* n scaled down for slow builds, never below `floor`. */
-static inline uint64_t tu_scaled(uint64_t n, uint64_t floor)
-{
+static inline uint64_t tu_scaled(uint64_t n, uint64_t floor) {
     uint64_t v = n / tu_scale_divisor();
     return v < floor ? floor : v;
 }
 
 /* ---- time */
 
-static inline int64_t tu_now_ms(void)
-{
+static inline int64_t tu_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + (int64_t)ts.tv_nsec / 1000000;
 }
 
-static inline int64_t tu_now_ns(void)
-{
+static inline int64_t tu_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + (int64_t)ts.tv_nsec;
 }
 
-static inline void tu_sleep_ms(int64_t ms)
-{
+static inline void tu_sleep_ms(int64_t ms) {
     struct timespec ts;
     ts.tv_sec = (time_t)(ms / 1000);
     ts.tv_nsec = (long)((ms % 1000) * 1000000);
@@ -136,31 +131,30 @@ static inline void tu_sleep_ms(int64_t ms)
 
 /* Polls `cond` every millisecond for up to timeout_ms; fails the test with
  * the condition's text if it never became true. Main thread only. */
-#define TU_ASSERT_EVENTUALLY(cond, timeout_ms)                                \
-    do {                                                                      \
-        int64_t tu_deadline_ = tu_now_ms() + (int64_t)(timeout_ms);           \
-        while (!(cond) && tu_now_ms() < tu_deadline_)                         \
-            tu_sleep_ms(1);                                                   \
-        if (!(cond))                                                          \
-            fail_msg("not true within %lld ms: %s",                           \
-                     (long long)(timeout_ms), #cond);                         \
+#define TU_ASSERT_EVENTUALLY(cond, timeout_ms)                                 \
+    do {                                                                       \
+        int64_t tu_deadline_ = tu_now_ms() + (int64_t)(timeout_ms);            \
+        while (!(cond) && tu_now_ms() < tu_deadline_)                          \
+            tu_sleep_ms(1);                                                    \
+        if (!(cond))                                                           \
+            fail_msg("not true within %lld ms: %s", (long long)(timeout_ms),   \
+                     #cond);                                                   \
     } while (0)
 
 /* ---- error-code assertions that print names, not 0xffff...fff3 */
 
-static inline const char *tu_err_text(int rc)
-{
+static inline const char *tu_err_text(int rc) {
     const char *n = tr_err_name(rc);
     return n != NULL ? n : "(null name)";
 }
 
-#define TU_ASSERT_RC(expr, expected)                                          \
-    do {                                                                      \
-        int tu_rc_ = (expr);                                                  \
-        int tu_ex_ = (expected);                                              \
-        if (tu_rc_ != tu_ex_)                                                 \
-            fail_msg("%s returned %d (%s), expected %d (%s)", #expr, tu_rc_, \
-                     tu_err_text(tu_rc_), tu_ex_, tu_err_text(tu_ex_));       \
+#define TU_ASSERT_RC(expr, expected)                                           \
+    do {                                                                       \
+        int tu_rc_ = (expr);                                                   \
+        int tu_ex_ = (expected);                                               \
+        if (tu_rc_ != tu_ex_)                                                  \
+            fail_msg("%s returned %d (%s), expected %d (%s)", #expr, tu_rc_,   \
+                     tu_err_text(tu_rc_), tu_ex_, tu_err_text(tu_ex_));        \
     } while (0)
 
 #define TU_ASSERT_OK(expr) TU_ASSERT_RC(expr, 0)
@@ -169,8 +163,7 @@ static inline const char *tu_err_text(int rc)
 
 /* Seed from TROUPE_TEST_SEED if set, else from the clock; printed so a
  * failing run can be replayed: TROUPE_TEST_SEED=<n> ./test_x */
-static inline uint64_t tu_seed(const char *what)
-{
+static inline uint64_t tu_seed(const char *what) {
     const char *s = getenv("TROUPE_TEST_SEED");
     uint64_t seed;
     if (s != NULL && *s != '\0')
@@ -184,8 +177,7 @@ static inline uint64_t tu_seed(const char *what)
 }
 
 /* splitmix64 */
-static inline uint64_t tu_rand(uint64_t *s)
-{
+static inline uint64_t tu_rand(uint64_t *s) {
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
@@ -205,8 +197,7 @@ typedef struct tu_env {
 } tu_env;
 
 /* cmocka fixtures: a zeroed tu_env per test, torn down even on failure. */
-static inline int tu_setup(void **state)
-{
+static inline int tu_setup(void **state) {
     tu_env *e = calloc(1, sizeof *e);
     if (e == NULL)
         return -1;
@@ -214,8 +205,7 @@ static inline int tu_setup(void **state)
     return 0;
 }
 
-static inline int tu_env_join(tu_env *e, int64_t timeout_ms)
-{
+static inline int tu_env_join(tu_env *e, int64_t timeout_ms) {
     if (!e->runner_started || e->runner_joined)
         return 0;
     struct timespec abs;
@@ -232,8 +222,7 @@ static inline int tu_env_join(tu_env *e, int64_t timeout_ms)
     return rc;
 }
 
-static inline int tu_teardown(void **state)
-{
+static inline int tu_teardown(void **state) {
     tu_env *e = *state;
     if (e == NULL)
         return 0;
@@ -258,8 +247,7 @@ static inline int tu_teardown(void **state)
 
 #define TU_TEST(fn) cmocka_unit_test_setup_teardown(fn, tu_setup, tu_teardown)
 
-static inline void tu_env_init_cfg(tu_env *e, const tr_runtime_config *cfg)
-{
+static inline void tu_env_init_cfg(tu_env *e, const tr_runtime_config *cfg) {
     TU_ASSERT_OK(tr_runtime_create(&e->rt, cfg));
     assert_non_null(e->rt);
     TU_ASSERT_OK(tr_inbox_create(e->rt, &e->inbox));
@@ -268,24 +256,21 @@ static inline void tu_env_init_cfg(tu_env *e, const tr_runtime_config *cfg)
     assert_false(tr_ref_is_none(e->inbox_ref));
 }
 
-static inline void tu_env_init(tu_env *e, unsigned workers)
-{
+static inline void tu_env_init(tu_env *e, unsigned workers) {
     tr_runtime_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.workers = workers;
     tu_env_init_cfg(e, &cfg);
 }
 
-static inline void *tu_runner_main(void *arg)
-{
+static inline void *tu_runner_main(void *arg) {
     tu_env *e = arg;
     e->run_rc = tr_runtime_run(e->rt);
     return NULL;
 }
 
 /* Runs tr_runtime_run on a helper thread. */
-static inline void tu_env_start(tu_env *e)
-{
+static inline void tu_env_start(tu_env *e) {
     assert_false(e->runner_started);
     assert_int_equal(pthread_create(&e->runner, NULL, tu_runner_main, e), 0);
     e->runner_started = true;
@@ -293,8 +278,7 @@ static inline void tu_env_start(tu_env *e)
 
 /* Waits (bounded) for tr_runtime_run to return by itself (quiescence);
  * asserts it did and returned 0. */
-static inline void tu_env_expect_run_returns(tu_env *e, int64_t timeout_ms)
-{
+static inline void tu_env_expect_run_returns(tu_env *e, int64_t timeout_ms) {
     if (tu_env_join(e, timeout_ms) != 0)
         fail_msg("tr_runtime_run did not return within %lld ms",
                  (long long)timeout_ms);
@@ -303,8 +287,7 @@ static inline void tu_env_expect_run_returns(tu_env *e, int64_t timeout_ms)
 
 /* Ends a test: stop, bounded join (run must return 0), destroy the inbox
  * and the runtime. */
-static inline void tu_env_finish(tu_env *e)
-{
+static inline void tu_env_finish(tu_env *e) {
     TU_ASSERT_OK(tr_runtime_stop(e->rt));
     if (e->runner_started) {
         if (tu_env_join(e, TU_JOIN_MS) != 0)
@@ -322,8 +305,7 @@ static inline void tu_env_finish(tu_env *e)
 /* ---- inbox helpers (main thread) */
 
 /* The next message within timeout_ms, or the test fails. Caller owns it. */
-static inline tr_msg *tu_recv(tu_env *e, int64_t timeout_ms)
-{
+static inline tr_msg *tu_recv(tu_env *e, int64_t timeout_ms) {
     tr_msg *m = NULL;
     int rc = tr_inbox_recv(e->inbox, timeout_ms, &m);
     if (rc != 0)
@@ -335,8 +317,8 @@ static inline tr_msg *tu_recv(tu_env *e, int64_t timeout_ms)
 }
 
 /* The next message must be a U64 with this tag; returns its value. */
-static inline uint64_t tu_recv_u64(tu_env *e, uint32_t tag, int64_t timeout_ms)
-{
+static inline uint64_t tu_recv_u64(tu_env *e, uint32_t tag,
+                                   int64_t timeout_ms) {
     tr_msg *m = tu_recv(e, timeout_ms);
     uint32_t got = tr_msg_tag(m);
     tr_payload_kind kind = tr_msg_kind(m);
@@ -354,8 +336,7 @@ static inline uint64_t tu_recv_u64(tu_env *e, uint32_t tag, int64_t timeout_ms)
 }
 
 /* Nothing may arrive at the inbox for `ms` milliseconds. */
-static inline void tu_expect_silence(tu_env *e, int64_t ms)
-{
+static inline void tu_expect_silence(tu_env *e, int64_t ms) {
     tr_msg *m = NULL;
     int rc = tr_inbox_recv(e->inbox, ms, &m);
     if (rc == 0)
@@ -369,16 +350,14 @@ static inline void tu_expect_silence(tu_env *e, int64_t ms)
 
 /* An actor that ignores every message: keeps tr_runtime_run from returning
  * at quiescence while a test works through the inbox, timers or offload. */
-static inline int tu_keeper_handle(tr_ctx *ctx, void *state, tr_msg *msg)
-{
+static inline int tu_keeper_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     (void)ctx;
     (void)state;
     (void)msg;
     return 0;
 }
 
-static inline tr_ref tu_spawn_keeper(tu_env *e)
-{
+static inline tr_ref tu_spawn_keeper(tu_env *e) {
     static const tr_behavior keeper = {
         .name = "keeper",
         .handle = tu_keeper_handle,
@@ -394,20 +373,16 @@ static inline tr_ref tu_spawn_keeper(tu_env *e)
 static _Atomic unsigned long tu_report_failures;
 
 static inline void tu_report(tr_ctx *ctx, tr_ref to, uint32_t tag,
-                             uint64_t value)
-{
+                             uint64_t value) {
     if (tr_send_u64(ctx, to, tag, value) != 0)
-        atomic_fetch_add_explicit(&tu_report_failures, 1,
-                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&tu_report_failures, 1, memory_order_relaxed);
 }
 
-static inline unsigned long tu_report_failures_get(void)
-{
+static inline unsigned long tu_report_failures_get(void) {
     return atomic_load_explicit(&tu_report_failures, memory_order_relaxed);
 }
 
-static inline tr_runtime_stats tu_stats(const tu_env *e)
-{
+static inline tr_runtime_stats tu_stats(const tu_env *e) {
     tr_runtime_stats s;
     memset(&s, 0, sizeof s);
     tr_runtime_get_stats(e->rt, &s);
