@@ -136,9 +136,28 @@ static void slot_release(tr_runtime *rt, tr_ctx *ctx, uint32_t idx) {
     pthread_mutex_unlock(&rt->slots_lock);
 }
 
+static int spawn_locked(tr_runtime *rt, tr_ctx *ctx, const tr_behavior *beh,
+                        const void *init, size_t init_len, tr_ref *out,
+                        struct tr_inbox *inbox, tr_ref parent);
+
 int tr__spawn(tr_runtime *rt, tr_ctx *ctx, const tr_behavior *beh,
               const void *init, size_t init_len, tr_ref *out,
               struct tr_inbox *inbox, tr_ref parent) {
+    if (rt == NULL)
+        return TR_EINVAL;
+    if (ctx != NULL && ctx->w != NULL)
+        return spawn_locked(rt, ctx, beh, init, init_len, out, inbox, parent);
+    /* From outside the workers: guarded like a foreign send (send.c). */
+    if (!tr__foreign_enter(rt))
+        return TR_ESTOPPED;
+    int rc = spawn_locked(rt, ctx, beh, init, init_len, out, inbox, parent);
+    tr__foreign_leave(rt);
+    return rc;
+}
+
+static int spawn_locked(tr_runtime *rt, tr_ctx *ctx, const tr_behavior *beh,
+                        const void *init, size_t init_len, tr_ref *out,
+                        struct tr_inbox *inbox, tr_ref parent) {
     if (rt == NULL || beh == NULL ||
         (beh->handle == NULL && inbox == NULL) ||
         (init == NULL && init_len > 0) || init_len > beh->state_size)
@@ -175,7 +194,7 @@ int tr__spawn(tr_runtime *rt, tr_ctx *ctx, const tr_behavior *beh,
     if (gen == 0)
         gen = 1;
     start->flags = TR__F_START;
-    start->magic = TR__MSG_QUEUED;
+    tr__set_magic(start, TR__MSG_QUEUED);
     start->target_gen = gen;
     start->u.start.beh = beh;
     start->u.start.state = state;
@@ -474,10 +493,10 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
             }
             tr__msg_release_payload(m);
             recheck |= after_callback(ctx, a, rc);
-        } else if (m->magic == TR__MSG_QUEUED) {
+        } else if (tr__magic(m) == TR__MSG_QUEUED) {
             tr__msg_release_payload(m);
         }
-        m->magic = TR__MSG_DONE;
+        tr__set_magic(m, TR__MSG_DONE);
         /* Start, system messages and a handler's end may have started,
          * stopped or ended the actor: reload what the loop caches. */
         if (recheck) {
@@ -544,7 +563,7 @@ static void drain_slot(tr_ctx *ctx, tr__actor *a) {
         if (node == &a->stub)
             continue;
         tr_msg *m = (tr_msg *)node;
-        bool pending = m->magic == TR__MSG_QUEUED;
+        bool pending = tr__magic(m) == TR__MSG_QUEUED;
         if ((m->flags & TR__F_START) && pending) {
             if (m->u.start.beh == &tr__inbox_behavior) {
                 tr__inbox_release(m->u.start.state);
@@ -557,7 +576,7 @@ static void drain_slot(tr_ctx *ctx, tr__actor *a) {
         } else if (pending) {
             tr__msg_release_payload(m);
         }
-        m->magic = TR__MSG_DONE;
+        tr__set_magic(m, TR__MSG_DONE);
     }
     if (a->mb.tail != &a->stub) {
         tr__block_free(a->mb.tail);

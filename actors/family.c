@@ -155,6 +155,9 @@ TR_API const char *tr_exit_reason_name(int reason) {
     }
 }
 
+static int send_sys_locked(tr_runtime *rt, tr_ctx *ctx, tr_ref to,
+                           tr_msg *m);
+
 /* Sends a system message. System messages are accepted by an actor that
  * is being killed (KILL bit): its children's exits must still reach it. */
 int tr__send_sys(tr_runtime *rt, tr_ctx *ctx, tr_ref from, tr_ref to,
@@ -166,6 +169,19 @@ int tr__send_sys(tr_runtime *rt, tr_ctx *ctx, tr_ref from, tr_ref to,
     m->flags |= TR__F_SYS;
     m->req_id = arg;
     m->sender = from;
+    bool foreign = ctx == NULL || ctx->w == NULL;
+    if (foreign && !tr__foreign_enter(rt)) {
+        tr__msg_free(m);
+        return TR_ESTOPPED;
+    }
+    int rc = send_sys_locked(rt, ctx, to, m);
+    if (foreign)
+        tr__foreign_leave(rt);
+    return rc;
+}
+
+static int send_sys_locked(tr_runtime *rt, tr_ctx *ctx, tr_ref to,
+                           tr_msg *m) {
     tr__actor *a = tr__slot_lookup(rt, to.id);
     uint32_t gen = (uint32_t)(to.id >> 32);
     if (a == NULL || (atomic_load_explicit(&a->live_gen, memory_order_acquire) &
@@ -174,7 +190,7 @@ int tr__send_sys(tr_runtime *rt, tr_ctx *ctx, tr_ref from, tr_ref to,
         return TR_ENOACTOR;
     }
     m->target_gen = gen;
-    m->magic = TR__MSG_QUEUED;
+    tr__set_magic(m, TR__MSG_QUEUED);
     if (rt->track_depth)
         atomic_fetch_add_explicit(tr__depth_of(a), 1, memory_order_relaxed);
     if (tr__mailbox_push(&a->mb, &m->node))

@@ -13,7 +13,7 @@ tr_msg *tr__msg_alloc(uint32_t tag, tr_payload_kind kind) {
         return NULL;
     m->tag = tag;
     m->kind = (uint8_t)kind;
-    m->magic = TR__MSG_LIVE;
+    tr__set_magic(m, TR__MSG_LIVE);
     m->flags = 0;
     m->target_gen = 0;
     m->len = 0;
@@ -54,7 +54,7 @@ static tr_msg *new_bytes(uint32_t tag, tr_payload_kind kind, const void *data,
     }
     void *copy = malloc(len);
     if (copy == NULL) {
-        m->magic = TR__MSG_FREED;
+        tr__set_magic(m, TR__MSG_FREED);
         tr__block_free(m);
         return NULL;
     }
@@ -104,9 +104,9 @@ void tr__msg_release_payload(tr_msg *m) {
 }
 
 void tr__msg_free(tr_msg *m) {
-    if (m->magic == TR__MSG_LIVE || m->magic == TR__MSG_QUEUED)
+    if (tr__magic(m) == TR__MSG_LIVE || tr__magic(m) == TR__MSG_QUEUED)
         tr__msg_release_payload(m);
-    m->magic = TR__MSG_FREED;
+    tr__set_magic(m, TR__MSG_FREED);
     tr__block_free(m);
 }
 
@@ -115,7 +115,7 @@ TR_API int tr_msg_destroy(tr_msg **msg) {
         return TR_EINVAL;
     tr_msg *m = *msg;
     *msg = NULL;
-    if (m->magic != TR__MSG_LIVE) {
+    if (tr__magic(m) != TR__MSG_LIVE) {
         tr__log(TR_LOG_ERROR, "tr_msg_destroy: message %p already freed, "
                 "sent or borrowed from a handler", (void *)m);
         return TR_EFREED;

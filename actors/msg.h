@@ -31,7 +31,10 @@ struct tr_msg {
     tr__node node;
     uint32_t tag;
     uint8_t kind;  /* tr_payload_kind */
-    uint8_t magic; /* TR__MSG_* */
+    /* TR__MSG_*. Atomic (relaxed) because misuse -- sending or freeing a
+     * message again after it was sent -- reads it while the receiver
+     * writes it; the checks then fail cleanly instead of racing. */
+    _Atomic uint8_t magic;
     uint16_t flags;
     uint32_t target_gen; /* generation of the receiver it was sent to */
     uint32_t len;        /* payload bytes (BYTES/MSGPACK/PTR) */
@@ -52,6 +55,13 @@ struct tr_msg {
 };
 
 _Static_assert(sizeof(struct tr_msg) <= 64, "message header fits a block");
+
+static inline uint8_t tr__magic(const tr_msg *m) {
+    return atomic_load_explicit(&((tr_msg *)m)->magic, memory_order_relaxed);
+}
+static inline void tr__set_magic(tr_msg *m, uint8_t v) {
+    atomic_store_explicit(&m->magic, v, memory_order_relaxed);
+}
 
 tr_msg *tr__msg_alloc(uint32_t tag, tr_payload_kind kind);
 /* Runs the payload destructor / frees heap bytes; the node stays. */

@@ -6,6 +6,7 @@
  * then the offload pool and the reactor thread (their last deliveries are
  * refused: TR_ESTOPPED), then run every live actor's on_stop and free all
  * mailboxes, with no thread left that could race. */
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,6 +115,14 @@ TR_API int tr_runtime_create(tr_runtime **out, const tr_runtime_config *cfg) {
         /* Blocked here (threads created later inherit it) and in every
          * troupe thread, so only the signalfd sees them. */
         pthread_sigmask(SIG_BLOCK, &set, NULL);
+        /* An inherited SIG_IGN (background jobs of a script, some test
+         * runners) would discard the signals before the signalfd sees
+         * them; blocked, the default action never runs. */
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        sigaction(SIGINT, &dfl, NULL);
+        sigaction(SIGTERM, &dfl, NULL);
         tr__signals_claim();
         rc = tr__reactor_signals(&rt->reactor, &set, on_signal);
         if (rc != 0)
@@ -154,7 +163,14 @@ static void finish(tr_runtime *rt) {
         return;
     atomic_store_explicit(&rt->stopping, 1, memory_order_seq_cst);
     tr__offload_destroy(&rt->offload);
-    tr__reactor_destroy(&rt->reactor);
+    /* The reactor's thread stops here; its timer table stays valid until
+     * destroy, since the cleanups below cancel actors' timers. */
+    tr__reactor_stop(&rt->reactor);
+    /* Foreign pushes that passed the stopping check finish first
+     * (tr__foreign_enter): then no one can touch a mailbox we drain. */
+    while (atomic_load_explicit(&rt->foreign_inflight, memory_order_acquire) !=
+           0)
+        sched_yield();
     tr__actor_shutdown_all(rt);
 }
 
@@ -194,6 +210,7 @@ TR_API void tr_runtime_destroy(tr_runtime **prt) {
     }
     tr_runtime_stop(rt);
     finish(rt);
+    tr__reactor_destroy(&rt->reactor);
     for (unsigned i = 0; i < rt->cfg.workers; i++)
         free(rt->ctxs[i].free_slots);
     free(rt->ctxs);
@@ -279,7 +296,7 @@ TR_API int tr_send_at(tr_runtime *rt, tr_ref to, int64_t deadline_ms,
                       tr_msg **msg, tr_timer_id *out) {
     if (rt == NULL || msg == NULL || *msg == NULL)
         return TR_EINVAL;
-    if ((*msg)->magic != TR__MSG_LIVE)
+    if (tr__magic((*msg)) != TR__MSG_LIVE)
         return TR_EFREED;
     tr__worker *w = tr__sched_current();
     (*msg)->sender = (w != NULL && w->sched == &rt->sched)
@@ -297,7 +314,7 @@ TR_API int tr_send_after(tr_runtime *rt, tr_ref to, int64_t delay_ms,
         return TR_EINVAL;
     if (rt == NULL || msg == NULL || *msg == NULL)
         return TR_EINVAL;
-    if ((*msg)->magic != TR__MSG_LIVE)
+    if (tr__magic((*msg)) != TR__MSG_LIVE)
         return TR_EFREED;
     int rc = timer_add(rt, to, tr__now_ns() + delay_ms * 1000000, 0, *msg, 0,
                        out);

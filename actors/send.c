@@ -25,9 +25,44 @@ void tr__count_refused(tr_runtime *rt, tr_ctx *ctx) {
 
 static _Atomic uint64_t dead_send_log_count;
 
+static int send_locked(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m);
+
+/* Sends from threads that are not workers (foreign threads, the reactor,
+ * the offload pool) announce themselves in rt->foreign_inflight around the
+ * check of `stopping` and the push: shutdown sets `stopping`, then waits
+ * for the count to drop to 0 before it drains mailboxes, so no push can
+ * land in a mailbox being freed. Workers need no such guard: they are
+ * joined before shutdown. seq_cst on both sides: a Dekker pair. */
+bool tr__foreign_enter(tr_runtime *rt) {
+    atomic_fetch_add_explicit(&rt->foreign_inflight, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) {
+        atomic_fetch_sub_explicit(&rt->foreign_inflight, 1,
+                                  memory_order_release);
+        return false;
+    }
+    return true;
+}
+
+void tr__foreign_leave(tr_runtime *rt) {
+    /* Release: the push is complete before shutdown sees 0. */
+    atomic_fetch_sub_explicit(&rt->foreign_inflight, 1, memory_order_release);
+}
+
 int tr__send(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m) {
-    if (m->magic != TR__MSG_LIVE)
+    if (tr__magic(m) != TR__MSG_LIVE)
         return TR_EFREED;
+    if (ctx != NULL && ctx->w != NULL)
+        return send_locked(rt, ctx, to, m);
+    if (!tr__foreign_enter(rt)) {
+        tr__count_refused(rt, ctx);
+        return TR_ESTOPPED;
+    }
+    int rc = send_locked(rt, ctx, to, m);
+    tr__foreign_leave(rt);
+    return rc;
+}
+
+static int send_locked(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m) {
     if (atomic_load_explicit(&rt->stopping, memory_order_relaxed) ||
         (ctx != NULL && ctx->shutdown)) {
         tr__count_refused(rt, ctx);
@@ -47,7 +82,7 @@ int tr__send(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m) {
         return TR_ENOACTOR;
     }
     m->target_gen = gen;
-    m->magic = TR__MSG_QUEUED;
+    tr__set_magic(m, TR__MSG_QUEUED);
     if (rt->track_depth)
         atomic_fetch_add_explicit(tr__depth_of(a), 1, memory_order_relaxed);
     /* After the push the message belongs to the receiver: not touched. */
@@ -65,6 +100,8 @@ TR_API int tr_send(tr_ctx *ctx, tr_ref to, tr_msg **msg) {
     if (ctx == NULL || msg == NULL || *msg == NULL)
         return TR_EINVAL;
     tr_msg *m = *msg;
+    if (tr__magic(m) != TR__MSG_LIVE)
+        return TR_EFREED; /* checked before any write to m */
     m->sender = ctx->self;
     int rc = tr__send(ctx->rt, ctx, to, m);
     if (rc == 0)
@@ -77,6 +114,8 @@ TR_API int tr_runtime_send(tr_runtime *rt, tr_ref to, tr_msg **msg) {
         return TR_EINVAL;
     tr_ctx *ctx = caller_ctx(rt);
     tr_msg *m = *msg;
+    if (tr__magic(m) != TR__MSG_LIVE)
+        return TR_EFREED;
     m->sender = ctx != NULL ? ctx->self : TR_REF_NONE;
     int rc = tr__send(rt, ctx, to, m);
     if (rc == 0)
@@ -117,7 +156,7 @@ TR_API int tr_forward(tr_ctx *ctx, tr_ref to, tr_msg *msg) {
     if (ctx == NULL || msg == NULL)
         return TR_EINVAL;
     /* Borrowed in a handler (QUEUED) or owned (LIVE). */
-    if (msg->magic != TR__MSG_QUEUED && msg->magic != TR__MSG_LIVE)
+    if (tr__magic(msg) != TR__MSG_QUEUED && tr__magic(msg) != TR__MSG_LIVE)
         return TR_EFREED;
     tr_msg *m = tr__msg_alloc(msg->tag, (tr_payload_kind)msg->kind);
     if (m == NULL)
@@ -166,6 +205,8 @@ TR_API int tr_request(tr_ctx *ctx, tr_ref to, tr_msg **msg, int64_t timeout_ms,
         return TR_EINVAL;
     if (ctx->cur == NULL)
         return TR_ENOCTX;
+    if (tr__magic(*msg) != TR__MSG_LIVE)
+        return TR_EFREED;
     tr__actor_ext *e = ext_of(ctx->cur);
     if (e == NULL)
         return TR_ENOMEM;
@@ -261,6 +302,8 @@ TR_API int tr_reply(tr_ctx *ctx, const tr_msg *req, tr_msg **reply) {
     if (!(req->flags & TR__F_REQUEST))
         return TR_ESTATE;
     tr_msg *m = *reply;
+    if (tr__magic(m) != TR__MSG_LIVE)
+        return TR_EFREED;
     m->flags |= TR__F_REPLY;
     m->req_id = req->req_id;
     m->sender = ctx->self;

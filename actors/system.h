@@ -137,6 +137,7 @@ struct tr_runtime {
     _Atomic int run_state; /* 0 created, 1 running, 2 finished */
     _Atomic uint64_t foreign_spawned;
     _Atomic uint64_t foreign_refused;
+    _Atomic uint64_t foreign_inflight; /* see tr__foreign_enter */
 
     tr_ref root;
     _Atomic int shutdown_calls;
@@ -156,6 +157,9 @@ struct tr_runtime {
 
 tr__actor *tr__slot_lookup(tr_runtime *rt, uint64_t id);
 int tr__send(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m);
+/* Guard for pushes from non-worker threads (see send.c). */
+bool tr__foreign_enter(tr_runtime *rt);
+void tr__foreign_leave(tr_runtime *rt);
 void tr__count_refused(tr_runtime *rt, tr_ctx *ctx);
 void tr__actor_shutdown_all(tr_runtime *rt);
 bool tr__actor_run(tr__worker *w, void *unit, void *arg);

@@ -385,6 +385,7 @@ struct producer_config {
 
 struct producer_report {
     uint64_t produced;
+    uint64_t interrupted; /* 1: cancelled (SIGINT/SIGTERM) and drained */
 };
 
 struct producer_state {
@@ -399,6 +400,7 @@ struct producer_state {
     uint64_t next_id; /* next item to produce; produced = next_id - 1 */
     uint32_t done;    /* workers that said DONE */
     bool eof_sent;
+    bool interrupted;
 };
 
 static void producer_ready(struct producer_state *p, uint32_t k) {
@@ -479,7 +481,7 @@ static int producer_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     case TAG_DONE: {
         if (++p->done < p->cfg.nworkers)
             return 0;
-        struct producer_report rep = {p->next_id - 1};
+        struct producer_report rep = {p->next_id - 1, p->interrupted};
         int rc = send_bytes(ctx, p->cfg.report_to, TAG_PRODUCER_REPORT, &rep,
                             sizeof rep);
         return rc != 0 ? rc : TR_STOP;
@@ -487,6 +489,19 @@ static int producer_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     default:
         return TR_EPROTO;
     }
+}
+
+/* Graceful shutdown (SIGINT/SIGTERM): produce nothing more, let the items
+ * in flight drain through the workers and the consumer, then end as
+ * usual: nothing accepted is lost. Past its grace the runtime kills it. */
+static int producer_cancel(tr_ctx *ctx, void *state, int reason) {
+    struct producer_state *p = state;
+    (void)reason;
+    if (p->workers == NULL)
+        return 0;
+    p->interrupted = true;
+    p->cfg.items = p->next_id - 1;
+    return producer_pump(ctx, p) == 0 ? TR_DRAIN : 0;
 }
 
 static void producer_stop(tr_ctx *ctx, void *state, int reason) {
@@ -505,6 +520,7 @@ static const tr_behavior producer_behavior = {
     .handle = producer_handle,
     .on_start = producer_start,
     .on_stop = producer_stop,
+    .on_cancel = producer_cancel,
     .state_size = sizeof(struct producer_state),
 };
 
@@ -608,11 +624,22 @@ static void consumer_stop(tr_ctx *ctx, void *state, int reason) {
     stop_on_failure(ctx, "consumer", reason);
 }
 
+/* Shutdown reaches the consumer once the producer has ended, but results
+ * and end-of-stream marks from the workers may still be on their way:
+ * keep consuming until every worker's EOF is in (then it stops itself). */
+static int consumer_cancel(tr_ctx *ctx, void *state, int reason) {
+    (void)ctx;
+    (void)state;
+    (void)reason;
+    return TR_DRAIN;
+}
+
 static const tr_behavior consumer_behavior = {
     .name = "consumer",
     .handle = consumer_handle,
     .on_start = consumer_start,
     .on_stop = consumer_stop,
+    .on_cancel = consumer_cancel,
     .state_size = sizeof(struct consumer_state),
 };
 
@@ -721,7 +748,10 @@ int main(int argc, char **argv) {
 
     tr_runtime *rt = NULL;
     tr_inbox *inbox = NULL;
-    tr_runtime_config cfg = {.workers = (unsigned)opt.threads};
+    /* SIGINT/SIGTERM: orderly shutdown (the producer drains, see
+     * producer_cancel); a second signal stops at once. */
+    tr_runtime_config cfg = {.workers = (unsigned)opt.threads,
+                             .handle_signals = true};
     int rc = tr_runtime_create(&rt, &cfg);
     if (rc != 0)
         return fail("tr_runtime_create", rc);
@@ -779,6 +809,7 @@ int main(int argc, char **argv) {
             have_crep = read_bytes(m, &crep, sizeof crep) == 0;
         tr_msg_destroy(&m);
     }
+    int exit_code = tr_runtime_exit_code(rt);
     tr_inbox_destroy(&inbox);
     tr_runtime_destroy(&rt);
 
@@ -790,8 +821,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "pipeline: no report from the consumer\n");
 
     /* The reference result, computed sequentially with the same function. */
+    bool interrupted = have_prep && prep.interrupted;
+    uint64_t target = interrupted ? prep.produced : opt.items;
     uint64_t expected = 0;
-    for (uint64_t id = 1; id <= opt.items; id++)
+    /* Without both reports there is nothing to check (and --items may be
+     * huge when a run was stopped at once). */
+    for (uint64_t id = 1; have_prep && have_crep && id <= target; id++)
         expected += item_digest(item_value(id));
     bool checksum_ok = have_crep && crep.checksum == expected;
 
@@ -806,13 +841,18 @@ int main(int argc, char **argv) {
            crep.checksum, expected, checksum_ok ? "match" : "MISMATCH");
     printf("produced=%" PRIu64 " consumed=%" PRIu64 " lost=%" PRId64
            " duplicates=%" PRIu64 " invalid=%" PRIu64
-           " checksum_ok=%d complete=%d elapsed_s=%.3f items_per_s=%.0f\n",
+           " checksum_ok=%d complete=%d interrupted=%d elapsed_s=%.3f"
+           " items_per_s=%.0f\n",
            prep.produced, crep.consumed, lost, crep.duplicates, crep.invalid,
-           checksum_ok ? 1 : 0, have_prep && have_crep ? 1 : 0, elapsed_s,
-           rate);
+           checksum_ok ? 1 : 0, have_prep && have_crep ? 1 : 0,
+           interrupted ? 1 : 0, elapsed_s, rate);
 
     bool ok = run_rc == 0 && have_prep && have_crep &&
-              prep.produced == opt.items && lost == 0 && crep.duplicates == 0 &&
+              prep.produced == target && lost == 0 && crep.duplicates == 0 &&
               crep.invalid == 0 && checksum_ok;
+    /* Stopped by a signal: 128 + signal, as shells expect (the summary
+     * says whether the orderly shutdown drained everything). */
+    if (exit_code != 0)
+        return exit_code;
     return ok ? 0 : 1;
 }

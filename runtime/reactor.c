@@ -203,13 +203,17 @@ int tr__reactor_start(tr__reactor *r) {
     return 0;
 }
 
-void tr__reactor_destroy(tr__reactor *r) {
+void tr__reactor_stop(tr__reactor *r) {
     if (r->started) {
         atomic_store_explicit(&r->stopping, 1, memory_order_release);
         tr__eventfd_signal(r->wakefd);
         pthread_join(r->thread, NULL);
         r->started = false;
     }
+}
+
+void tr__reactor_destroy(tr__reactor *r) {
+    tr__reactor_stop(r);
     tr__timer *t;
     while ((t = tr__timerheap_top(&r->timers)) != NULL) {
         if (t->msg != NULL)

@@ -69,7 +69,10 @@ int tr__reactor_start(tr__reactor *r);
  * tr__reactor_start. */
 int tr__reactor_signals(tr__reactor *r, const void *sigset,
                         void (*on_signal)(void *arg, int signo));
-/* Stops and joins the thread; pending timers' messages are freed. */
+/* Stops and joins the thread. Timers can still be added/cancelled (they
+ * just never fire). */
+void tr__reactor_stop(tr__reactor *r);
+/* Stops (if needed) and frees; pending timers' messages are freed. */
 void tr__reactor_destroy(tr__reactor *r);
 
 /* deadline_ns on tr__now_ns's clock; period_ns > 0 for periodic (msg is

@@ -83,6 +83,7 @@ static _Atomic uint64_t tt_ref[TT_MAX];
 static _Atomic uint64_t tt_parent[TT_MAX];
 static _Atomic uint64_t tt_work[TT_MAX];
 static _Atomic uint64_t tt_mon_id[TT_MAX];
+static _Atomic int tt_stop_send_rc[TT_MAX]; /* on_stop's report: its rc */
 static _Atomic int tt_release; /* lets TT_BLOCK handlers go */
 
 /* DOWN, trapped EXIT and on_child_exit notices, in arrival order. */
@@ -114,6 +115,7 @@ static inline void tt_reset(void) {
         atomic_store(&tt_parent[i], 0);
         atomic_store(&tt_work[i], 0);
         atomic_store(&tt_mon_id[i], 0);
+        atomic_store(&tt_stop_send_rc[i], 12345);
     }
     atomic_store(&tt_release, 0);
     pthread_mutex_lock(&tt_ev_lock);
@@ -265,7 +267,8 @@ static inline void tt_node_stop(tr_ctx *ctx, void *state, int reason) {
     atomic_fetch_add(&tt_stops[i], 1);
     /* Refused during the runtime's final cleanup (documented): then the
      * tables are what the test reads. */
-    (void)tr_send_u64(ctx, st->report_to, TT_R_STOPPED, i);
+    atomic_store(&tt_stop_send_rc[i],
+                 tr_send_u64(ctx, st->report_to, TT_R_STOPPED, i));
 }
 
 static inline int tt_node_cancel(tr_ctx *ctx, void *state, int reason) {
