@@ -615,8 +615,8 @@ static void shutdown_tree(tr_runtime *rt, tr_ctx *ctx) {
     while (depth > 0) {
         struct frame *f = &stack[depth - 1];
         tr__actor_ext *e = f->a->ext;
-        if (e != NULL && f->done < e->nchildren) {
-            tr_ref c = e->children[e->nchildren - 1 - f->done];
+        if (e != NULL && f->done < e->kids.n) {
+            tr_ref c = e->kids.v[e->kids.n - 1 - f->done];
             f->done++;
             tr__actor *ca = live_slot(rt, c);
             if (ca == NULL)

@@ -91,7 +91,7 @@ void tr__ext_free(tr_runtime *rt, tr__actor *a) {
         return;
     if (e->kill_timer != 0)
         (void)tr__reactor_timer_cancel(&rt->reactor, e->kill_timer);
-    free(e->children);
+    tr__kids_free(&e->kids);
     free(e->links);
     free(e->watchers);
     free(e->mons);
@@ -231,8 +231,8 @@ static void arm_kill_timer(tr_ctx *ctx, tr__actor *a, int64_t grace_ms) {
 /* Step 2 of the stop sequence: stop the youngest child, or finish. */
 static void advance_stop(tr_ctx *ctx, tr__actor *a) {
     tr__actor_ext *e = a->ext;
-    while (e->nchildren > 0) {
-        tr_ref c = e->children[e->nchildren - 1];
+    while (tr__kids_count(&e->kids) > 0) {
+        tr_ref c = tr__kids_youngest(&e->kids);
         if (e->waiting.id == c.id)
             return;
         int why = e->reason == TR_EXIT_CANCELLED || e->reason == TR_EXIT_TIMEOUT
@@ -261,7 +261,7 @@ static void advance_stop(tr_ctx *ctx, tr__actor *a) {
 
 void tr__begin_stop(tr_ctx *ctx, tr__actor *a, int reason) {
     tr__actor_ext *e = a->ext;
-    if (e == NULL || (e->nchildren == 0 && !e->is_root)) {
+    if (e == NULL || (tr__kids_count(&e->kids) == 0 && !e->is_root)) {
         tr__finish(ctx, a, (e != NULL && e->killed) ? TR_EXIT_KILLED
                                                      : reason);
         return;
@@ -282,21 +282,21 @@ void tr__begin_kill(tr_ctx *ctx, tr__actor *a) {
     if (e->killed)
         return;
     e->killed = true;
-    if (e->nchildren == 0 && !e->is_root) {
+    if (tr__kids_count(&e->kids) == 0 && !e->is_root) {
         tr__finish(ctx, a, TR_EXIT_KILLED);
         return;
     }
     /* Kill every child at once; wait for all their exits. */
-    for (uint32_t i = e->nchildren; i-- > 0;)
-        (void)tr__send_sys(ctx->rt, ctx, self_ref(a), e->children[i],
-                           TR__SYS_KILL, 0, NULL);
-    e->waiting = e->nchildren > 0 ? e->children[e->nchildren - 1]
-                                  : TR_REF_NONE;
+    for (uint32_t i = e->kids.n; i-- > 0;)
+        if (e->kids.v[i].id != 0)
+            (void)tr__send_sys(ctx->rt, ctx, self_ref(a), e->kids.v[i],
+                               TR__SYS_KILL, 0, NULL);
+    e->waiting = tr__kids_youngest(&e->kids);
     if (e->phase != TR__PH_STOPPING) {
         e->phase = TR__PH_STOPPING;
         e->reason = TR_EXIT_KILLED;
     }
-    if (e->nchildren == 0)
+    if (tr__kids_count(&e->kids) == 0)
         advance_stop(ctx, a);
 }
 
@@ -325,7 +325,7 @@ static void cancel_self(tr_ctx *ctx, tr__actor *a, int reason,
             return;
         }
     }
-    if (e->nchildren > 0)
+    if (tr__kids_count(&e->kids) > 0)
         arm_kill_timer(ctx, a, grace);
     tr__begin_stop(ctx, a, reason);
 }
@@ -375,8 +375,7 @@ void tr__finish(tr_ctx *ctx, tr__actor *a, int reason) {
 void tr__adopt(tr_runtime *rt, tr_ctx *ctx, tr_ref child) {
     if (ctx != NULL && ctx->w != NULL && ctx->cur != NULL) {
         tr__actor_ext *e = tr__ext(ctx->cur);
-        if (e == NULL || !refs_push(&e->children, &e->nchildren,
-                                    &e->capchildren, child))
+        if (e == NULL || !tr__kids_add(&e->kids, child))
             tr__log(TR_LOG_ERROR, "spawn: out of memory recording a child");
         return;
     }
@@ -420,7 +419,7 @@ bool tr__sys_handle(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
     }
     switch (m->tag) {
     case TR__SYS_EXIT: {
-        refs_remove(e->children, &e->nchildren, m->sender);
+        tr__kids_remove(&e->kids, m->sender);
         if (e->waiting.id == m->sender.id)
             e->waiting = TR_REF_NONE;
         tr_exit x;
@@ -497,7 +496,7 @@ bool tr__sys_handle(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
         tr_ref child = {m->req_id};
         if (!tr_actor_alive(ctx->rt, child))
             return false; /* ended before we heard of it */
-        if (!refs_push(&e->children, &e->nchildren, &e->capchildren, child))
+        if (!tr__kids_add(&e->kids, child))
             tr__log(TR_LOG_ERROR, "root: out of memory recording a child");
         else if (e->phase == TR__PH_STOPPING)
             advance_stop(ctx, a);

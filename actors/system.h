@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "actors/kids.h"
 #include "actors/msg.h"
 #include "runtime/mailbox.h"
 #include "runtime/offload.h"
@@ -81,8 +82,7 @@ typedef struct tr__actor_ext {
     uint32_t npending, cappending;
     struct tr_inbox *inbox; /* non-NULL for an inbox slot */
     tr_ref parent;          /* TR_REF_NONE: the root */
-    tr_ref *children;       /* start order */
-    uint32_t nchildren, capchildren;
+    tr__kids kids;          /* children, start order */
     tr_ref *links;
     uint32_t nlinks, caplinks;
     tr__watcher *watchers; /* who monitors me */
