@@ -218,12 +218,15 @@ static int spawn_locked(tr_runtime *rt, tr_ctx *ctx, const tr_behavior *beh,
         *out = ref;
     if (rt->track_depth)
         atomic_fetch_add_explicit(tr__depth_of(a), 1, memory_order_relaxed);
-    /* Record the child before it can run (and end): its exit then always
-     * finds it in its parent's list. */
-    if (counted)
-        tr__adopt(rt, parent.id != 0 ? ctx : NULL, ref);
+    /* START goes first: a stop the (root) parent sends as soon as it
+     * knows the child must find the START ahead of it in the mailbox, or
+     * it would be dropped as a dead letter and the child never stopped.
+     * A child spawned from a handler is recorded before its parent's turn
+     * ends, so its exit always finds it in the parent's list. */
     if (tr__mailbox_push(&a->mb, &start->node))
         tr__sched_push(&rt->sched, ctx != NULL ? ctx->w : NULL, a);
+    if (counted)
+        tr__adopt(rt, parent.id != 0 ? ctx : NULL, ref);
     return 0;
 }
 
@@ -330,6 +333,8 @@ static void drop_dead_letter(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
 /* Frees the ended incarnation of a and releases its slot. Runs on the
  * worker that runs a, after tr__finish (on_stop + notifications). */
 void tr__die(tr_ctx *ctx, tr__actor *a) {
+    bool counted =
+        a->beh != &tr__inbox_behavior && a->beh != &tr__root_behavior;
     free(a->state);
     tr__ext_free(ctx->rt, a);
     a->beh = NULL;
@@ -340,7 +345,8 @@ void tr__die(tr_ctx *ctx, tr__actor *a) {
      * This also clears a KILL bit. */
     atomic_store_explicit(&a->live_gen, gen | TR__GEN_DEAD,
                           memory_order_release);
-    bump(&ctx->st.ended);
+    if (counted)
+        bump(&ctx->st.ended);
     slot_release(ctx->rt, ctx, tr__slot_index(a));
 }
 
@@ -354,7 +360,13 @@ static bool after_callback(tr_ctx *ctx, tr__actor *a, int rc) {
     if (rc == 0 && !ctx->stop_req)
         return false;
     ctx->stop_req = false;
-    tr__begin_stop(ctx, a, rc < 0 ? rc : TR_EXIT_NORMAL);
+    int reason = rc < 0 ? rc : TR_EXIT_NORMAL;
+    /* A drained actor that now stops ends with the reason it was
+     * cancelled with (its parent and monitors learn why it stopped). */
+    if (reason == TR_EXIT_NORMAL && a->ext != NULL &&
+        a->ext->phase == TR__PH_DRAINING)
+        reason = a->ext->reason;
+    tr__begin_stop(ctx, a, reason);
     return true;
 }
 
@@ -400,6 +412,19 @@ static void start_incarnation(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
     (void)after_callback(ctx, a, rc);
 }
 
+/* Kills a if tr_kill marked it (the kill jumps the queue). Returns true
+ * if it did. */
+static bool check_kill(tr_ctx *ctx, tr__actor *a) {
+    /* Acquire: pairs with tr_kill's CAS. */
+    if (!(atomic_load_explicit(&a->live_gen, memory_order_acquire) &
+          TR__GEN_KILL))
+        return false;
+    if (a->ext != NULL && a->ext->killed)
+        return false;
+    tr__begin_kill(ctx, a);
+    return true;
+}
+
 /* One turn. The slot's cache line is also written by every sender (the
  * mailbox head), so the loop keeps what it needs from the slot in locals
  * and touches the slot again only on rare events (start, death, empty):
@@ -414,15 +439,15 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
     uint32_t gen = a->run_gen & ~TR__STUB_QUEUED;
     const tr_behavior *beh = a->beh;
     void *state = a->state;
+    /* Acquire: pairs with tr_kill's release increment. */
+    uint64_t epoch = atomic_load_explicit(&rt->kill_epoch,
+                                          memory_order_acquire);
     if (gen != 0) {
         set_current(ctx, a);
-        /* Acquire: pairs with tr_kill's CAS. A kill jumps the queue. */
-        if (atomic_load_explicit(&a->live_gen, memory_order_acquire) &
-            TR__GEN_KILL) {
-            if (a->ext == NULL || !a->ext->killed)
-                tr__begin_kill(ctx, a);
-            if (a->beh == NULL)
-                gen = 0;
+        if (check_kill(ctx, a)) {
+            gen = a->run_gen & ~TR__STUB_QUEUED;
+            beh = a->beh;
+            state = a->state;
         }
     }
     /* Ordinary messages are dropped once the actor is stopping. */
@@ -463,10 +488,18 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
             start_incarnation(ctx, a, m);
             recheck = true;
         } else if (m->target_gen != gen || gen == 0) {
-            tr__sys_dead_letter(ctx, m);
+            tr__sys_dead_letter(ctx, a, m);
             drop_dead_letter(ctx, a, m);
         } else if (beh == &tr__inbox_behavior) {
-            tr__inbox_deliver(a->ext->inbox, m);
+            if ((m->flags & TR__F_SYS) && m->tag == TR__SYS_KILL) {
+                /* tr_inbox_destroy: let go of the inbox, free the slot. */
+                tr__inbox_release(a->ext->inbox);
+                a->ext->inbox = NULL;
+                tr__die(ctx, a);
+                recheck = true;
+            } else if (!(m->flags & TR__F_SYS)) {
+                tr__inbox_deliver(a->ext->inbox, m);
+            }
         } else if (m->flags & TR__F_SYS) {
             deliver = tr__sys_handle(ctx, a, m);
             recheck = true;
@@ -479,6 +512,16 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
             tr__msg_release_payload(m); /* demonitored */
         } else {
             deliver = true;
+        }
+        if (deliver && atomic_load_explicit(&rt->kill_epoch,
+                                            memory_order_acquire) != epoch) {
+            epoch = atomic_load_explicit(&rt->kill_epoch,
+                                         memory_order_acquire);
+            if (check_kill(ctx, a)) {
+                deliver = false; /* killed: this message is not handled */
+                recheck = true;
+                drop_dead_letter(ctx, a, m);
+            }
         }
         if (deliver) {
             ctx->stop_req = false;
@@ -586,6 +629,68 @@ static void drain_slot(tr_ctx *ctx, tr__actor *a) {
     atomic_store_explicit(tr__depth_of(a), 0, memory_order_relaxed);
 }
 
+/* Shutdown, before any cleanup: what is still queued may change the tree.
+ * An actor spawned but not yet started has its START in its mailbox, and a
+ * top-level actor may not be in the root's list yet (its ADOPT is queued):
+ * install both, so the post-order cleanup sees every actor in its place.
+ * No thread pushes any more, so the queues can be walked in place. */
+static void settle_queued(tr_runtime *rt, tr__actor *a) {
+    tr__node *n = atomic_load_explicit(&a->mb.tail->next, memory_order_acquire);
+    for (; n != NULL; n = atomic_load_explicit(&n->next, memory_order_acquire)) {
+        if (n == &a->stub)
+            continue;
+        tr_msg *m = (tr_msg *)n;
+        if (tr__magic(m) != TR__MSG_QUEUED)
+            continue;
+        if ((m->flags & TR__F_START) && a->beh == NULL) {
+            a->beh = m->u.start.beh;
+            a->run_gen = m->target_gen | (a->run_gen & TR__STUB_QUEUED);
+            a->state = m->u.start.beh == &tr__inbox_behavior
+                           ? NULL
+                           : m->u.start.state;
+            tr__actor_ext *e = NULL;
+            if (a->beh == &tr__inbox_behavior || m->sender.id != 0 ||
+                a->beh == &tr__root_behavior)
+                e = tr__ext(a);
+            if (e != NULL) {
+                e->parent = m->sender;
+                e->is_root = a->beh == &tr__root_behavior;
+                if (a->beh == &tr__inbox_behavior)
+                    e->inbox = m->u.start.state;
+            } else if (a->beh == &tr__inbox_behavior) {
+                tr__inbox_release(m->u.start.state); /* out of memory */
+                a->beh = NULL;
+            }
+            tr__set_magic(m, TR__MSG_DONE);
+        } else if ((m->flags & TR__F_SYS) && m->tag == TR__SYS_ADOPT &&
+                   a->beh == &tr__root_behavior) {
+            tr_ref child = {m->req_id};
+            if (tr__ext(a) != NULL && tr_actor_alive(rt, child))
+                (void)tr__kids_add(&a->ext->kids, child);
+            tr__set_magic(m, TR__MSG_DONE);
+        }
+    }
+}
+
+/* An inbox keeps what was sent to it: messages its worker had not moved
+ * yet when the runtime stopped still reach tr_inbox_recv. */
+static void flush_inbox(tr__actor *a) {
+    tr__node *old, *node;
+    while ((node = tr__mailbox_pop(&a->mb, &old)) != NULL) {
+        if (old != &a->stub)
+            tr__block_free(old);
+        if (node == &a->stub)
+            continue;
+        tr_msg *m = (tr_msg *)node;
+        if (tr__magic(m) == TR__MSG_QUEUED && !(m->flags & TR__F_SYS) &&
+            m->target_gen == (a->run_gen & ~TR__STUB_QUEUED))
+            tr__inbox_deliver(a->ext->inbox, m);
+        else if (tr__magic(m) == TR__MSG_QUEUED)
+            tr__msg_release_payload(m);
+        tr__set_magic(m, TR__MSG_DONE);
+    }
+}
+
 /* The live incarnation behind ref, or NULL. */
 static tr__actor *live_slot(tr_runtime *rt, tr_ref ref) {
     tr__actor *a = tr__slot_lookup(rt, ref.id);
@@ -641,12 +746,20 @@ static void shutdown_tree(tr_runtime *rt, tr_ctx *ctx) {
 void tr__actor_shutdown_all(tr_runtime *rt) {
     tr_ctx *ctx = &rt->foreign;
     ctx->shutdown = true;
-    shutdown_tree(rt, ctx);
     uint32_t n = atomic_load_explicit(&rt->nslots, memory_order_relaxed);
+    for (uint32_t idx = 1; idx < n; idx++) {
+        tr__actor *a = tr__slot_lookup(rt, (uint64_t)idx + 1);
+        if (a != NULL)
+            settle_queued(rt, a);
+    }
+    shutdown_tree(rt, ctx);
     for (uint32_t idx = 1; idx < n; idx++) {
         tr__actor *a = tr__slot_lookup(rt, (uint64_t)idx + 1);
         if (a == NULL)
             continue;
+        if (a->beh == &tr__inbox_behavior && a->ext != NULL &&
+            a->ext->inbox != NULL)
+            flush_inbox(a);
         shutdown_incarnation(ctx, a);
         atomic_fetch_or_explicit(&a->live_gen, TR__GEN_DEAD,
                                  memory_order_relaxed);

@@ -92,6 +92,7 @@ void tr__ext_free(tr_runtime *rt, tr__actor *a) {
     if (e->kill_timer != 0)
         (void)tr__reactor_timer_cancel(&rt->reactor, e->kill_timer);
     tr__kids_free(&e->kids);
+    tr__kids_free(&e->asked);
     free(e->links);
     free(e->watchers);
     free(e->mons);
@@ -221,7 +222,7 @@ static void arm_kill_timer(tr_ctx *ctx, tr__actor *a, int64_t grace_ms) {
     k->sender = TR_REF_NONE;
     uint64_t id = 0;
     if (tr__reactor_timer_add(&ctx->rt->reactor,
-                              tr__now_ns() + grace_ms * 1000000, 0,
+                              tr__after_ns(tr__now_ns(), grace_ms), 0,
                               self_ref(a).id, k, 0, &id) == 0)
         e->kill_timer = id;
     else
@@ -233,8 +234,14 @@ static void advance_stop(tr_ctx *ctx, tr__actor *a) {
     tr__actor_ext *e = a->ext;
     while (tr__kids_count(&e->kids) > 0) {
         tr_ref c = tr__kids_youngest(&e->kids);
-        if (e->waiting.id == c.id)
+        /* Asked already (it may be draining): wait for its exit. Asking
+         * again would cut its drain short. */
+        if (e->waiting.id == c.id || tr__kids_remove(&e->asked, c)) {
+            if (e->waiting.id != c.id)
+                (void)tr__kids_add(&e->asked, c); /* keep it marked */
+            e->waiting = c;
             return;
+        }
         int why = e->reason == TR_EXIT_CANCELLED || e->reason == TR_EXIT_TIMEOUT
                       ? e->reason
                       : TR_EXIT_SHUTDOWN;
@@ -244,9 +251,9 @@ static void advance_stop(tr_ctx *ctx, tr__actor *a) {
                      : tr__send_sys(ctx->rt, ctx, self_ref(a), c, TR__SYS_STOP,
                                     (uint64_t)(int64_t)why,
                                     tr_msg_new_u64(0, (uint64_t)-1));
-        if (rc == TR_ENOACTOR) {
-            /* Already dead: its SYS_EXIT is on its way to us; wait. */
-        }
+        /* TR_ENOACTOR: already dead, its SYS_EXIT is on its way; wait. */
+        (void)rc;
+        (void)tr__kids_add(&e->asked, c);
         e->waiting = c;
         return;
     }
@@ -341,6 +348,10 @@ static void notify_exit(tr_ctx *ctx, tr__actor *a, int reason) {
                            exit_msg(0, me, reason, 0, text));
     if (e == NULL)
         return;
+    /* Monitors this actor held: their targets drop the entries. */
+    for (uint32_t i = 0; i < e->nmons; i++)
+        (void)tr__send_sys(ctx->rt, ctx, me, e->mons[i].who,
+                           TR__SYS_DEMONITOR, e->mons[i].id, NULL);
     for (uint32_t i = 0; i < e->nwatchers; i++) {
         tr_msg *d = exit_msg(TR_TAG_DOWN, me, reason, e->watchers[i].id, text);
         if (d != NULL && tr__send(ctx->rt, ctx, e->watchers[i].who, d) != 0)
@@ -386,24 +397,29 @@ void tr__adopt(tr_runtime *rt, tr_ctx *ctx, tr_ref child) {
 }
 
 /* A link or monitor request reached a dead actor: answer noproc. */
-void tr__sys_dead_letter(tr_ctx *ctx, tr_msg *m) {
+void tr__sys_dead_letter(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
     if (!(m->flags & TR__F_SYS))
         return;
+    /* The dead actor the request was for: this slot at the message's
+     * generation. */
+    tr_ref dead = tr__make_ref(tr__slot_index(a), m->target_gen);
     if (m->tag == TR__SYS_LINK) {
-        (void)tr__send_sys(ctx->rt, ctx, TR_REF_NONE, m->sender,
-                           TR__SYS_LINK_EXIT, (uint64_t)TR_EXIT_NOPROC,
-                           exit_msg(0, TR_REF_NONE, TR_EXIT_NOPROC, 0, ""));
+        (void)tr__send_sys(ctx->rt, ctx, dead, m->sender, TR__SYS_LINK_EXIT,
+                           (uint64_t)TR_EXIT_NOPROC,
+                           exit_msg(0, dead, TR_EXIT_NOPROC, 0, ""));
     } else if (m->tag == TR__SYS_MONITOR) {
-        tr_msg *d = exit_msg(TR_TAG_DOWN, TR_REF_NONE, TR_EXIT_NOPROC,
-                             m->req_id, "");
+        tr_msg *d = exit_msg(TR_TAG_DOWN, dead, TR_EXIT_NOPROC, m->req_id, "");
         if (d != NULL && tr__send(ctx->rt, ctx, m->sender, d) != 0)
             tr__msg_free(d);
     }
 }
 
-static bool watch_remove(tr__actor_ext *e, uint64_t id) {
+/* Drops the monitor `id` this actor holds; *target gets its target. */
+static bool watch_remove(tr__actor_ext *e, uint64_t id, tr_ref *target) {
     for (uint32_t i = 0; i < e->nmons; i++) {
-        if (e->mons[i] == id) {
+        if (e->mons[i].id == id) {
+            if (target != NULL)
+                *target = e->mons[i].who;
             e->mons[i] = e->mons[--e->nmons];
             return true;
         }
@@ -420,6 +436,7 @@ bool tr__sys_handle(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
     switch (m->tag) {
     case TR__SYS_EXIT: {
         tr__kids_remove(&e->kids, m->sender);
+        tr__kids_remove(&e->asked, m->sender);
         if (e->waiting.id == m->sender.id)
             e->waiting = TR_REF_NONE;
         tr_exit x;
@@ -598,7 +615,7 @@ TR_API int tr_monitor(tr_ctx *ctx, tr_ref target, uint64_t *id) {
         !vec_grow((void **)&e->mons, &e->capmons, e->nmons + 1, sizeof *e->mons))
         return TR_ENOMEM;
     uint64_t mid = ++e->next_mon_id;
-    e->mons[e->nmons++] = mid;
+    e->mons[e->nmons++] = (tr__watcher){target, mid};
     if (id != NULL)
         *id = mid;
     int rc = tr__send_sys(ctx->rt, ctx, ctx->self, target, TR__SYS_MONITOR,
@@ -619,9 +636,14 @@ TR_API int tr_demonitor(tr_ctx *ctx, uint64_t id) {
     tr__actor *a = handler_actor(ctx);
     if (a == NULL)
         return TR_ENOCTX;
-    if (a->ext == NULL || !watch_remove(a->ext, id))
+    tr_ref target;
+    if (a->ext == NULL || !watch_remove(a->ext, id, &target))
         return TR_ENOTFOUND;
-    return 0; /* the target keeps a stale entry; its DOWN is filtered */
+    /* The target forgets us too (a DOWN already on its way is filtered
+     * out by the missing entry here). */
+    (void)tr__send_sys(ctx->rt, ctx, ctx->self, target, TR__SYS_DEMONITOR, id,
+                       NULL);
+    return 0;
 }
 
 /* A DOWN for a monitor that was cancelled (or already delivered) is
@@ -632,7 +654,7 @@ bool tr__down_wanted(tr__actor *a, tr_msg *m) {
     tr_exit x;
     if (tr_msg_exit(m, &x) != 0)
         return true; /* a user message that reuses the tag */
-    return a->ext != NULL && watch_remove(a->ext, x.id);
+    return a->ext != NULL && watch_remove(a->ext, x.id, NULL);
 }
 
 TR_API int tr_cancel(tr_runtime *rt, tr_ref target, int reason,
@@ -668,6 +690,8 @@ TR_API int tr_kill(tr_runtime *rt, tr_ref target) {
         memory_order_relaxed));
     tr__worker *w = tr__sched_current();
     tr_ctx *ctx = w != NULL && w->sched == &rt->sched ? w->user : NULL;
+    /* Release: a turn that sees the new epoch sees the bit. */
+    atomic_fetch_add_explicit(&rt->kill_epoch, 1, memory_order_release);
     /* Wakes it up if idle; the bit makes the kill jump the queue. */
     (void)tr__send_sys(rt, ctx, TR_REF_NONE, target, TR__SYS_KILL, 0, NULL);
     return 0;

@@ -165,12 +165,25 @@ TR_API void tr_inbox_destroy(tr_inbox **pib) {
         return;
     tr_inbox *ib = *pib;
     *pib = NULL;
-    /* New sends to the inbox's ref now fail with TR_ENOACTOR. The slot
-     * keeps its generation; the worker drops anything that raced in. */
+    /* Ask the slot's worker to let go of the inbox and free the slot
+     * (if the runtime no longer runs, its shutdown does that); then new
+     * sends to the inbox's ref fail with TR_ENOACTOR at once. Messages
+     * that raced in are dropped by the closed inbox. */
+    (void)tr__send_sys(ib->rt, NULL, TR_REF_NONE, ib->ref, TR__SYS_KILL, 0,
+                       NULL);
     tr__actor *a = tr__slot_lookup(ib->rt, ib->ref.id);
-    if (a != NULL)
-        atomic_fetch_or_explicit(&a->live_gen, TR__GEN_DEAD,
-                                 memory_order_release);
+    if (a != NULL) {
+        uint32_t cur =
+            atomic_load_explicit(&a->live_gen, memory_order_relaxed);
+        /* Only our incarnation: the worker may already have freed and
+         * reused the slot. */
+        while ((cur & TR__GEN_MASK) == (uint32_t)(ib->ref.id >> 32) &&
+               !(cur & TR__GEN_DEAD) &&
+               !atomic_compare_exchange_weak_explicit(
+                   &a->live_gen, &cur, cur | TR__GEN_DEAD,
+                   memory_order_release, memory_order_relaxed)) {
+        }
+    }
     pthread_mutex_lock(&ib->lock);
     ib->closed = true;
     tr_msg *queued = ib->head;

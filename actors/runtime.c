@@ -83,7 +83,7 @@ TR_API int tr_runtime_create(tr_runtime **out, const tr_runtime_config *cfg) {
     rt->debug = rt->cfg.debug || env_flag("TROUPE_DEBUG");
     rt->track_depth = rt->cfg.track_depth || rt->debug;
     rt->debug_block_ns =
-        (rt->cfg.debug_block_ms > 0 ? rt->cfg.debug_block_ms : 100) * 1000000;
+        tr__ms_to_ns(rt->cfg.debug_block_ms > 0 ? rt->cfg.debug_block_ms : 100);
     rt->debug_mailbox_warn =
         rt->cfg.debug_mailbox_warn > 0 ? rt->cfg.debug_mailbox_warn : 10000;
     pthread_mutex_init(&rt->slots_lock, NULL);
@@ -302,7 +302,7 @@ TR_API int tr_send_at(tr_runtime *rt, tr_ref to, int64_t deadline_ms,
     (*msg)->sender = (w != NULL && w->sched == &rt->sched)
                          ? ((tr_ctx *)w->user)->self
                          : TR_REF_NONE;
-    int rc = timer_add(rt, to, deadline_ms * 1000000, 0, *msg, 0, out);
+    int rc = timer_add(rt, to, tr__ms_to_ns(deadline_ms), 0, *msg, 0, out);
     if (rc == 0)
         *msg = NULL;
     return rc;
@@ -316,7 +316,7 @@ TR_API int tr_send_after(tr_runtime *rt, tr_ref to, int64_t delay_ms,
         return TR_EINVAL;
     if (tr__magic((*msg)) != TR__MSG_LIVE)
         return TR_EFREED;
-    int rc = timer_add(rt, to, tr__now_ns() + delay_ms * 1000000, 0, *msg, 0,
+    int rc = timer_add(rt, to, tr__after_ns(tr__now_ns(), delay_ms), 0, *msg, 0,
                        out);
     if (rc == 0)
         *msg = NULL;
@@ -327,8 +327,9 @@ TR_API int tr_send_every(tr_runtime *rt, tr_ref to, int64_t period_ms,
                          uint32_t tag, tr_timer_id *out) {
     if (rt == NULL || period_ms < 1)
         return TR_EINVAL;
-    int64_t period = period_ms * 1000000;
-    return timer_add(rt, to, tr__now_ns() + period, period, NULL, tag, out);
+    int64_t period = tr__ms_to_ns(period_ms);
+    return timer_add(rt, to, tr__after_ns(tr__now_ns(), period_ms), period,
+                     NULL, tag, out);
 }
 
 TR_API int tr_timer_cancel(tr_runtime *rt, tr_timer_id id) {

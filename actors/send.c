@@ -241,7 +241,7 @@ TR_API int tr_request(tr_ctx *ctx, tr_ref to, tr_msg **msg, int64_t timeout_ms,
         tmo->req_id = id;
         tmo->u.u64 = (uint64_t)(int64_t)TR_ETIMEDOUT;
         if (tr__reactor_timer_add(&ctx->rt->reactor,
-                                  tr__now_ns() + timeout_ms * 1000000, 0,
+                                  tr__after_ns(tr__now_ns(), timeout_ms), 0,
                                   ctx->self.id, tmo, 0, &timer_id) != 0) {
             /* Cannot arm the timeout: deliver it now rather than never. */
             tr__log(TR_LOG_WARN, "request %llu: timer failed, timing out",

@@ -83,11 +83,12 @@ typedef struct tr__actor_ext {
     struct tr_inbox *inbox; /* non-NULL for an inbox slot */
     tr_ref parent;          /* TR_REF_NONE: the root */
     tr__kids kids;          /* children, start order */
+    tr__kids asked;         /* children already asked to stop */
     tr_ref *links;
     uint32_t nlinks, caplinks;
     tr__watcher *watchers; /* who monitors me */
     uint32_t nwatchers, capwatchers;
-    uint64_t *mons; /* monitors I hold (ids) */
+    tr__watcher *mons; /* monitors I hold: target (who) and id */
     uint32_t nmons, capmons;
     uint64_t next_mon_id;
     tr_ref waiting;      /* child asked to stop, its EXIT not seen yet */
@@ -141,6 +142,11 @@ struct tr_runtime {
 
     tr_ref root;
     _Atomic int shutdown_calls;
+    /* Bumped by every tr_kill: a turn in progress compares it (an L1 hit,
+     * rarely written) before each handler and only then checks its own
+     * KILL bit, so a kill stops an actor between two messages without a
+     * per-message load of the contended slot line. */
+    alignas(64) _Atomic uint64_t kill_epoch;
     _Atomic int exit_signal; /* first signal that started the shutdown */
     bool track_depth;        /* read-only after create */
     bool debug;
@@ -191,7 +197,7 @@ bool tr__sys_handle(tr_ctx *ctx, tr__actor *a, tr_msg *m);
 void tr__begin_stop(tr_ctx *ctx, tr__actor *a, int reason);
 void tr__begin_kill(tr_ctx *ctx, tr__actor *a);
 /* A dead letter that deserves an answer (link/monitor to a dead actor). */
-void tr__sys_dead_letter(tr_ctx *ctx, tr_msg *m);
+void tr__sys_dead_letter(tr_ctx *ctx, tr__actor *a, tr_msg *m);
 /* Spawn bookkeeping: record child under the spawning actor (or root). */
 void tr__adopt(tr_runtime *rt, tr_ctx *ctx, tr_ref child);
 int tr__send_sys(tr_runtime *rt, tr_ctx *ctx, tr_ref from, tr_ref to,

@@ -15,6 +15,17 @@ void tr__futex_wait(_Atomic uint32_t *word, uint32_t expected,
 void tr__futex_wake(_Atomic uint32_t *word, int n);
 
 int64_t tr__now_ns(void);
+/* ms -> ns and base + ms as ns, saturating at INT64_MAX ("never") instead
+ * of overflowing (signed overflow is undefined behaviour). */
+static inline int64_t tr__ms_to_ns(int64_t ms) {
+    if (ms <= 0)
+        return ms <= INT64_MIN / 1000000 ? INT64_MIN : ms * 1000000;
+    return ms >= INT64_MAX / 1000000 ? INT64_MAX : ms * 1000000;
+}
+static inline int64_t tr__after_ns(int64_t base_ns, int64_t ms) {
+    int64_t d = tr__ms_to_ns(ms);
+    return d > INT64_MAX - base_ns ? INT64_MAX : base_ns + d;
+}
 unsigned tr__cpu_count(void);
 /* Names the calling thread and, once some runtime reads SIGINT/SIGTERM
  * from a signalfd, blocks them in it (a signalfd only works if every

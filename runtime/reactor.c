@@ -63,9 +63,12 @@ static int64_t fire_due(tr__reactor *r) {
         uint64_t to = t->to;
         if (t->period > 0) {
             m = r->tick(t->tag, ++t->ticks);
-            t->deadline += t->period;
+            t->deadline = t->deadline > INT64_MAX - t->period
+                              ? INT64_MAX
+                              : t->deadline + t->period;
             if (t->deadline <= now) /* fell behind: skip, don't burst */
-                t->deadline = now + t->period;
+                t->deadline = now > INT64_MAX - t->period ? INT64_MAX
+                                                          : now + t->period;
             tr__timerheap_update(&r->timers, t);
         } else {
             m = t->msg;

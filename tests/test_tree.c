@@ -34,8 +34,7 @@ static void test_parent_is_spawner_or_root(void **state) {
     assert_true(atomic_load(&tt_parent[9]) == top.id);
     assert_true(atomic_load(&tt_parent[73]) == atomic_load(&tt_ref[9]));
     assert_true(atomic_load(&tt_start_seq[1]) < atomic_load(&tt_start_seq[9]));
-    assert_true(atomic_load(&tt_start_seq[9]) <
-                atomic_load(&tt_start_seq[73]));
+    assert_true(atomic_load(&tt_start_seq[9]) < atomic_load(&tt_start_seq[73]));
     tu_env_finish(e);
 }
 
@@ -96,6 +95,7 @@ static void test_exit_reasons(void **state) {
     tr_ref r[N + 1];
     for (uint32_t i = 1; i <= N; i++)
         r[i] = tt_spawn(e, i == 8 ? &tt_beh_plain : &tt_beh, i, 0, 0, 0);
+    tu_spawn_keeper(e);
     tu_env_start(e);
     tt_expect_n(e, TT_R_STARTED, N);
 
@@ -118,14 +118,16 @@ static void test_exit_reasons(void **state) {
     tt_assert_stopped(7, TR_EXIT_KILLED);
     tt_assert_stopped(8, TR_EXIT_CANCELLED); /* no on_cancel: stop now */
 
-    /* Dead now: cancel and kill say so. */
+    /* Dead now (all slots released: `ended` counts after the release;
+     * the keeper keeps run from returning at quiescence, which would
+     * turn the answers into TR_ESTOPPED): cancel and kill say so. */
+    TU_ASSERT_EVENTUALLY(tu_stats(e).ended == N, TU_PROMPT_MS);
     for (uint32_t i = 1; i <= N; i++) {
-        TU_ASSERT_EVENTUALLY(!tr_actor_alive(e->rt, r[i]), TU_PROMPT_MS);
+        assert_false(tr_actor_alive(e->rt, r[i]));
         TU_ASSERT_RC(tr_cancel(e->rt, r[i], TR_EXIT_CANCELLED, -1),
                      TR_ENOACTOR);
         TU_ASSERT_RC(tr_kill(e->rt, r[i]), TR_ENOACTOR);
     }
-    tu_env_expect_run_returns(e, TU_PROMPT_MS);
     for (uint32_t i = 1; i <= N; i++)
         assert_int_equal(atomic_load(&tt_stops[i]), 1); /* not again */
     tu_env_finish(e);
@@ -151,11 +153,17 @@ static void test_children_reason_follows_parent(void **state) {
     TU_ASSERT_OK(tr_kill(e->rt, r[5]));
     tt_expect_n(e, TT_R_STOPPED, 10);
 
-    const int parent_reason[] = {0, TR_EXIT_NORMAL, TR_EPROTO,
-                                 TR_EXIT_CANCELLED, TR_EXIT_TIMEOUT,
+    const int parent_reason[] = {0,
+                                 TR_EXIT_NORMAL,
+                                 TR_EPROTO,
+                                 TR_EXIT_CANCELLED,
+                                 TR_EXIT_TIMEOUT,
                                  TR_EXIT_KILLED};
-    const int kid_reason[] = {0, TR_EXIT_SHUTDOWN, TR_EXIT_SHUTDOWN,
-                              TR_EXIT_CANCELLED, TR_EXIT_TIMEOUT,
+    const int kid_reason[] = {0,
+                              TR_EXIT_SHUTDOWN,
+                              TR_EXIT_SHUTDOWN,
+                              TR_EXIT_CANCELLED,
+                              TR_EXIT_TIMEOUT,
                               TR_EXIT_KILLED};
     for (uint32_t i = 1; i <= 5; i++) {
         uint32_t kid = i * TT_FANOUT + 1;
@@ -189,11 +197,11 @@ static void test_cancel_drain_keeps_handling(void **state) {
         assert_int_equal(tt_expect(e, TT_R_WORK), (1ull << 32) | k);
     assert_true(tr_actor_alive(e->rt, d));
     assert_int_equal(atomic_load(&tt_stops[1]), 0);
-    /* It ends when a handler says so (a normal end, actor.h), long
-     * before the 5 s grace. */
+    /* It ends when a handler says so, long before the 5 s grace, with
+     * the reason it was cancelled with (lifecycle.h). */
     tt_send_main(e, d, TT_STOP, 0);
     assert_int_equal(tt_expect(e, TT_R_STOPPED), 1);
-    tt_assert_stopped(1, TR_EXIT_NORMAL);
+    tt_assert_stopped(1, TR_EXIT_CANCELLED);
     assert_true(atomic_load(&tt_stop_ms[1]) - t0 < TR_DEFAULT_GRACE_MS);
     assert_int_equal(atomic_load(&tt_work[1]), 5);
 
@@ -267,8 +275,8 @@ static void test_kill_deep_mailbox(void **state) {
     tt_assert_stopped(9, TR_EXIT_KILLED);
     tt_assert_stopped(1, TR_EXIT_KILLED);
     uint64_t handled = atomic_load(&tt_work[1]);
-    print_message("[ INFO     ] killed with %" PRIu64 " queued: handled %" PRIu64
-                  "\n",
+    print_message("[ INFO     ] killed with %" PRIu64
+                  " queued: handled %" PRIu64 "\n",
                   n, handled);
     if (handled * 100 > n)
         fail_msg("killed actor handled %" PRIu64 " of %" PRIu64
@@ -443,24 +451,176 @@ static void test_shutdown_stops_tree_in_order(void **state) {
     tt_assert_stop_order(order, 9);
     for (size_t k = 0; k < 9; k++)
         tt_assert_stopped(order[k], TR_EXIT_SHUTDOWN);
-    /* (Their TT_R_STOPPED reports may or may not have reached the inbox
-     * before the runtime stopped delivering: the tables are the record.) */
+    tr_runtime_stats s = tu_stats(e);
+    assert_int_equal(s.spawned, 9);
+    assert_int_equal(s.ended, 9);
+    TU_ASSERT_RC(tr_runtime_spawn(e->rt, &tt_beh, NULL, 0, NULL), TR_ESTOPPED);
+    tu_env_finish(e);
+}
+
+/* The on_stop of an orderly shutdown may send (actor.h: sends are refused
+ * only during the runtime's final cleanup), and these sends return 0. A
+ * message accepted for an inbox that is still open must reach it: the
+ * inbox outlives tr_runtime_run, and the message is neither for a dead
+ * receiver (not a dead letter) nor refused. */
+static void test_shutdown_reports_reach_inbox(void **state) {
+    tu_env *e = *state;
+    tt_reset();
+    tu_env_init(e, 2);
+    for (uint32_t i = 1; i <= 3; i++)
+        tt_spawn(e, &tt_beh, i, 2, 1, 0);
+    tu_env_start(e);
+    tt_expect_n(e, TT_R_STARTED, 9);
+
+    TU_ASSERT_OK(tr_runtime_shutdown(e->rt));
+    tu_env_expect_run_returns(e, TU_JOIN_MS);
+    const uint32_t nodes[] = {1, 2, 3, 9, 10, 17, 18, 25, 26};
+    for (size_t k = 0; k < 9; k++)
+        TU_ASSERT_OK(atomic_load(&tt_stop_send_rc[nodes[k]]));
     uint32_t reports = 0;
     tr_msg *m = NULL;
     while (tr_inbox_recv(e->inbox, 0, &m) == 0) {
         reports += tr_msg_tag(m) == TT_R_STOPPED;
         TU_ASSERT_OK(tr_msg_destroy(&m));
     }
-    print_message("[ INFO     ] %u of 9 on_stop reports reached the inbox\n",
-                  reports);
-    for (size_t k = 0; k < 9; k++)
-        print_message("[ INFO     ] node %u: on_stop send rc %d\n", order[k],
-                      atomic_load(&tt_stop_send_rc[order[k]]));
+    if (reports != 9)
+        fail_msg("9 on_stop sends to the inbox returned 0 during the orderly "
+                 "shutdown; %u reached it (dead letters: %" PRIu64 ")",
+                 reports, tu_stats(e).dead_letters);
+    tu_env_finish(e);
+}
+
+/* Top-level actors spawned from outside while the orderly shutdown is
+ * under way (the root is stopping and waits for a draining child) are
+ * adopted and stopped too: the shutdown still completes, and every one of
+ * them runs on_stop once. */
+static _Atomic uint32_t g_late_started, g_late_stopped;
+
+static int late_start(tr_ctx *ctx, void *state) {
+    (void)ctx;
+    (void)state;
+    atomic_fetch_add(&g_late_started, 1);
+    return 0;
+}
+
+static void late_stop(tr_ctx *ctx, void *state, int reason) {
+    (void)ctx;
+    (void)state;
+    (void)reason;
+    atomic_fetch_add(&g_late_stopped, 1);
+}
+
+static const tr_behavior late_beh = {
+    .name = "late",
+    .handle = tu_keeper_handle,
+    .on_start = late_start,
+    .on_stop = late_stop,
+};
+
+enum { LATE_PER_THREAD = 1000 };
+
+typedef struct late_spawner {
+    tr_runtime *rt;
+    uint32_t accepted, bad_rc;
+} late_spawner;
+
+static void *late_spawner_main(void *arg) {
+    late_spawner *sp = arg;
+    for (uint32_t k = 0; k < LATE_PER_THREAD; k++) {
+        int rc = tr_runtime_spawn(sp->rt, &late_beh, NULL, 0, NULL);
+        sp->accepted += rc == 0;
+        sp->bad_rc += rc != 0 && rc != TR_ESTOPPED;
+    }
+    return NULL;
+}
+
+static void test_spawn_during_shutdown(void **state) {
+    tu_env *e = *state;
+    tt_reset();
+    atomic_store(&g_late_started, 0);
+    atomic_store(&g_late_stopped, 0);
+    tu_env_init(e, 2);
+    /* 1 -> 9: the shutdown waits for 1, which waits for 9 (draining). */
+    tt_spawn_ex(e, &tt_beh, 1, 1, 1, 0, TT_F_DRAIN | TT_F_REPORT_CANCEL,
+                &tt_beh_grace10s);
+    tu_env_start(e);
+    tt_expect_n(e, TT_R_STARTED, 2);
+
+    TU_ASSERT_OK(tr_runtime_shutdown(e->rt));
+    assert_int_equal(tt_expect(e, TT_R_CANCEL), 9);
+    /* More spawning threads than cores: a spawner preempted in the middle
+     * of a spawn meets a root that handles the adoption at once. */
+    enum { THREADS = 4, LATE = THREADS * LATE_PER_THREAD };
+    pthread_t th[THREADS];
+    late_spawner sp[THREADS];
+    for (uint32_t t = 0; t < THREADS; t++) {
+        sp[t] = (late_spawner){.rt = e->rt};
+        assert_int_equal(
+            pthread_create(&th[t], NULL, late_spawner_main, &sp[t]), 0);
+    }
+    uint32_t accepted = 0, bad = 0;
+    for (uint32_t t = 0; t < THREADS; t++) {
+        assert_int_equal(pthread_join(th[t], NULL), 0);
+        accepted += sp[t].accepted;
+        bad += sp[t].bad_rc;
+    }
+    assert_int_equal(bad, 0);
+    if (accepted != LATE)
+        fail_msg("only %u of %u spawns accepted while the shutdown waited for "
+                 "a draining actor (stops: node 1 %d, node 9 %d)",
+                 accepted, LATE, atomic_load(&tt_stops[1]),
+                 atomic_load(&tt_stops[9]));
+    tt_send_main(e, tt_ref_of(9), TT_STOP, 0);
+    if (tu_env_join(e, 5000) != 0) {
+        uint32_t started = atomic_load(&g_late_started);
+        uint32_t stopped = atomic_load(&g_late_stopped);
+        tr_runtime_stats s = tu_stats(e);
+        (void)tr_runtime_shutdown(e->rt); /* force, so the test ends */
+        fail_msg("orderly shutdown hung: of %u actors spawned during it, "
+                 "%u started and %u stopped (spawned %" PRIu64
+                 ", ended %" PRIu64 ")",
+                 accepted, started, stopped, s.spawned, s.ended);
+    }
+    TU_ASSERT_OK(e->run_rc);
+    tt_assert_stopped(9, TR_EXIT_SHUTDOWN); /* drained, then stopped */
+    tt_assert_stopped(1, TR_EXIT_SHUTDOWN);
+    assert_int_equal(atomic_load(&g_late_stopped), accepted);
+    assert_true(atomic_load(&g_late_started) <= accepted);
     tr_runtime_stats s = tu_stats(e);
-    assert_int_equal(s.spawned, 9);
-    assert_int_equal(s.ended, 9);
-    TU_ASSERT_RC(tr_runtime_spawn(e->rt, &tt_beh, NULL, 0, NULL),
-                 TR_ESTOPPED);
+    assert_int_equal(s.spawned, 2 + accepted);
+    assert_int_equal(s.ended, 2 + accepted);
+    tu_env_finish(e);
+}
+
+/* A top-level actor spawned during the shutdown is stopped first (it is
+ * the youngest); the draining actor the root was waiting for keeps its
+ * grace: it is not asked to stop a second time. */
+static void test_spawn_during_shutdown_keeps_grace(void **state) {
+    tu_env *e = *state;
+    tt_reset();
+    atomic_store(&g_late_started, 0);
+    atomic_store(&g_late_stopped, 0);
+    tu_env_init(e, 2);
+    tt_spawn(e, &tt_beh_grace10s, 1, 0, 0, TT_F_DRAIN | TT_F_REPORT_CANCEL);
+    tu_env_start(e);
+    tt_expect_n(e, TT_R_STARTED, 1);
+
+    int64_t t0 = tr_now_ms();
+    TU_ASSERT_OK(tr_runtime_shutdown(e->rt));
+    assert_int_equal(tt_expect(e, TT_R_CANCEL), 1);
+    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &late_beh, NULL, 0, NULL));
+    TU_ASSERT_EVENTUALLY(atomic_load(&g_late_stopped) == 1, TU_PROMPT_MS);
+    tu_sleep_ms(100);
+    if (atomic_load(&tt_stops[1]) != 0)
+        fail_msg("the draining actor (grace 10 s) was stopped %lld ms after "
+                 "the shutdown began, with reason %s, once a late top-level "
+                 "actor had stopped",
+                 (long long)(atomic_load(&tt_stop_ms[1]) - t0),
+                 tr_exit_reason_name(atomic_load(&tt_reason[1])));
+    assert_true(tr_actor_alive(e->rt, tt_ref_of(1)));
+    tt_send_main(e, tt_ref_of(1), TT_STOP, 0);
+    tu_env_expect_run_returns(e, TU_JOIN_MS);
+    tt_assert_stopped(1, TR_EXIT_SHUTDOWN); /* drained, cancelled by it */
     tu_env_finish(e);
 }
 
@@ -493,9 +653,8 @@ static void test_second_shutdown_forces_stop(void **state) {
     tt_reset();
     tu_env_init(e, 2);
     /* 1 -> 9, both drain and would take 10 s to be killed. */
-    tt_spawn_ex(e, &tt_beh_grace10s, 1, 1, 1,
-                TT_F_DRAIN | TT_F_REPORT_CANCEL, TT_F_DRAIN,
-                &tt_beh_grace10s);
+    tt_spawn_ex(e, &tt_beh_grace10s, 1, 1, 1, TT_F_DRAIN | TT_F_REPORT_CANCEL,
+                TT_F_DRAIN, &tt_beh_grace10s);
     tu_env_start(e);
     tt_expect_n(e, TT_R_STARTED, 2);
 
@@ -546,7 +705,7 @@ static void test_sends_to_stopping_actor_are_dead_letters(void **state) {
     tt_send_main(e, tt_ref_of(9), TT_STOP, 0);
     assert_int_equal(tt_expect(e, TT_R_STOPPED), 9);
     assert_int_equal(tt_expect(e, TT_R_STOPPED), 1);
-    tt_assert_stopped(9, TR_EXIT_NORMAL);
+    tt_assert_stopped(9, TR_EXIT_CANCELLED); /* drained, then stopped */
     tt_assert_stopped(1, TR_EXIT_CANCELLED);
 
     /* 2 is busy when the cancel and K messages arrive behind it. */
@@ -580,6 +739,9 @@ int main(void) {
         TU_TEST(test_on_child_exit_escalates),
         TU_TEST(test_failure_is_contained),
         TU_TEST(test_shutdown_stops_tree_in_order),
+        TU_TEST(test_shutdown_reports_reach_inbox),
+        TU_TEST(test_spawn_during_shutdown),
+        TU_TEST(test_spawn_during_shutdown_keeps_grace),
         TU_TEST(test_shutdown_kills_drainer_after_grace),
         TU_TEST(test_second_shutdown_forces_stop),
         TU_TEST(test_sends_to_stopping_actor_are_dead_letters),

@@ -21,18 +21,18 @@
 
 /* Messages to a node (tag; the u64 value in brackets). */
 enum {
-    TT_STOP = 1,    /* return TR_STOP */
-    TT_FAIL,        /* return the (negative) code [code] */
-    TT_FAIL_TEXT,   /* return tr_fail(ctx, code, "bad header 42") [code] */
-    TT_WORK,        /* count it in tt_work[idx] (and report if asked) */
-    TT_BLOCK,       /* report TT_R_BLOCKED, wait for tt_release, return 0 */
-    TT_BLOCK_STOP,  /* the same, then return TR_STOP */
-    TT_PING,        /* report TT_R_PONG */
-    TT_LINK,        /* tr_link [ref id] -> TT_R_RC */
-    TT_UNLINK,      /* tr_unlink [ref id] -> TT_R_RC */
-    TT_MONITOR,     /* tr_monitor [ref id] -> tt_mon_id[idx], TT_R_RC */
-    TT_DEMONITOR,   /* tr_demonitor [monitor id] -> TT_R_RC */
-    TT_TRAP,        /* tr_trap_exits [0/1] -> TT_R_RC (0) */
+    TT_STOP = 1,   /* return TR_STOP */
+    TT_FAIL,       /* return the (negative) code [code] */
+    TT_FAIL_TEXT,  /* return tr_fail(ctx, code, "bad header 42") [code] */
+    TT_WORK,       /* count it in tt_work[idx] (and report if asked) */
+    TT_BLOCK,      /* report TT_R_BLOCKED, wait for tt_release, return 0 */
+    TT_BLOCK_STOP, /* the same, then return TR_STOP */
+    TT_PING,       /* report TT_R_PONG */
+    TT_LINK,       /* tr_link [ref id] -> TT_R_RC */
+    TT_UNLINK,     /* tr_unlink [ref id] -> TT_R_RC */
+    TT_MONITOR,    /* tr_monitor [ref id] -> tt_mon_id[idx], TT_R_RC */
+    TT_DEMONITOR,  /* tr_demonitor [monitor id] -> TT_R_RC */
+    TT_TRAP,       /* tr_trap_exits [0/1] -> TT_R_RC (0) */
 };
 
 /* Reports to the inbox (tag; the u64 value). */
@@ -84,13 +84,13 @@ static _Atomic uint64_t tt_parent[TT_MAX];
 static _Atomic uint64_t tt_work[TT_MAX];
 static _Atomic uint64_t tt_mon_id[TT_MAX];
 static _Atomic int tt_stop_send_rc[TT_MAX]; /* on_stop's report: its rc */
-static _Atomic int tt_release; /* lets TT_BLOCK handlers go */
+static _Atomic int tt_release;              /* lets TT_BLOCK handlers go */
 
 /* DOWN, trapped EXIT and on_child_exit notices, in arrival order. */
 enum { TT_EV_DOWN = 1, TT_EV_EXIT, TT_EV_CHILD };
 typedef struct tt_event {
     int kind;
-    uint32_t at;   /* the node that got it */
+    uint32_t at; /* the node that got it */
     tr_ref who;
     int reason;
     uint64_t id;
@@ -166,8 +166,7 @@ static inline uint64_t tt_rc64(uint32_t idx, int rc) {
 
 /* ---- the node actor */
 
-static inline void tt_send(tr_ctx *ctx, tr_ref to, uint32_t tag,
-                           uint64_t v) {
+static inline void tt_send(tr_ctx *ctx, tr_ref to, uint32_t tag, uint64_t v) {
     tu_report(ctx, to, tag, v);
 }
 
@@ -245,8 +244,7 @@ static inline int tt_node_start(tr_ctx *ctx, void *state) {
             };
             if (kid.idx >= TT_MAX)
                 return TR_EINVAL;
-            const tr_behavior *b = st->kid_beh != NULL ? st->kid_beh
-                                                       : &tt_beh;
+            const tr_behavior *b = st->kid_beh != NULL ? st->kid_beh : &tt_beh;
             int rc = tr_spawn(ctx, b, &kid, sizeof kid, NULL);
             if (rc != 0)
                 return rc;
@@ -287,8 +285,7 @@ static inline void tt_node_child_exit(tr_ctx *ctx, void *state,
         tt_send(ctx, st->report_to, TT_R_CHILD_EXIT, tt_idx_of(x->who));
     }
     if ((st->flags & TT_F_ESCALATE) && x->reason < 0)
-        (void)tr_fail(ctx, x->reason, "child %u failed",
-                      tt_idx_of(x->who));
+        (void)tr_fail(ctx, x->reason, "child %u failed", tt_idx_of(x->who));
 }
 
 static inline void tt_block(void) {
@@ -338,8 +335,7 @@ static inline int tt_node_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
         return 0;
     }
     case TT_DEMONITOR:
-        tt_send(ctx, st->report_to, TT_R_RC,
-                tt_rc64(i, tr_demonitor(ctx, v)));
+        tt_send(ctx, st->report_to, TT_R_RC, tt_rc64(i, tr_demonitor(ctx, v)));
         return 0;
     case TT_TRAP:
         tr_trap_exits(ctx, v != 0);
@@ -382,9 +378,8 @@ static inline tr_ref tt_spawn_ex(tu_env *e, const tr_behavior *beh,
 }
 
 /* Spawns a top-level node; its descendants are plain tt_beh nodes. */
-static inline tr_ref tt_spawn(tu_env *e, const tr_behavior *beh,
-                              uint32_t idx, uint32_t kids, uint32_t depth,
-                              uint32_t flags) {
+static inline tr_ref tt_spawn(tu_env *e, const tr_behavior *beh, uint32_t idx,
+                              uint32_t kids, uint32_t depth, uint32_t flags) {
     return tt_spawn_ex(e, beh, idx, kids, depth, flags, 0, NULL);
 }
 
@@ -407,8 +402,8 @@ static inline void tt_expect_n(tu_env *e, uint32_t tag, uint32_t n) {
 static inline int tt_expect_rc(tu_env *e, uint32_t idx) {
     uint64_t v = tt_expect(e, TT_R_RC);
     if ((uint32_t)(v >> 32) != idx)
-        fail_msg("TT_R_RC from node %u, expected node %u",
-                 (uint32_t)(v >> 32), idx);
+        fail_msg("TT_R_RC from node %u, expected node %u", (uint32_t)(v >> 32),
+                 idx);
     return (int)(int32_t)(uint32_t)v;
 }
 

@@ -12,8 +12,10 @@
  * request is a message, so it is never lost. When it is handled the actor
  * stops taking ordinary messages (they are dropped and counted as dead
  * letters) unless its behaviour's on_cancel asks to drain (returns
- * TR_DRAIN): then it keeps handling messages until it returns TR_STOP or its
- * grace expires, and is killed then. A killed actor gets no more messages
+ * TR_DRAIN): then it keeps handling messages until it returns TR_STOP (it
+ * then ends with the reason it was cancelled with) or its grace expires,
+ * and is killed then. A second cancellation of a draining actor stops it
+ * at once (no second drain). A killed actor gets no more messages
  * and its on_stop runs with TR_EXIT_KILLED. on_stop always runs exactly
  * once. */
 #ifndef TROUPE_LIFECYCLE_H

@@ -46,7 +46,9 @@ typedef struct tr_msg tr_msg;
 /* Largest payload accepted by tr_msg_new_bytes (and later on the wire). */
 #define TR_MSG_MAX_BYTES (64u * 1024u * 1024u)
 
-/* Tags at or above TR_TAG_SYSTEM are reserved for the runtime. */
+/* Tags at or above TR_TAG_SYSTEM are reserved for the runtime:
+ * 0xFFFF0001-0xFFFF00FF core (timeouts, DOWN, EXIT), 0xFFFF0300-03FF task
+ * groups, 0xFFFF0400-04FF cancel scopes, 0xFFFF5300-53FF supervisors. */
 #define TR_TAG_SYSTEM 0xFFFF0000u
 /* Delivered to a requester whose request timed out; tr_msg_request_id()
  * names the request, tr_msg_u64() is TR_ETIMEDOUT (as uint64 of the int). */

@@ -72,6 +72,10 @@ extern "C" {
  * tr_task_result_take. */
 #define TR_TAG_TASK_RESULT 0xFFFF0302u
 
+/* Durations (ms) beyond this mean "never" here: a task's grace is cut to
+ * it, a scope deadline (scope.h) past it is no deadline (~31 years). */
+#define TR_MS_FOREVER 1000000000000
+
 /* Longest task name kept, including the NUL (longer names are cut). */
 #define TR_TASK_NAME_MAX 48
 
@@ -87,7 +91,8 @@ typedef struct tr_task_spec {
     const void *init; /* copied into the task's state (see tr_spawn) */
     size_t init_len;  /* at most beh->state_size */
     /* Grace (ms) given to the task when the group cancels it; 0 or -1 =
-     * the behaviour's (tr_behavior.grace_ms, else TR_DEFAULT_GRACE_MS). */
+     * the behaviour's (tr_behavior.grace_ms, else TR_DEFAULT_GRACE_MS);
+     * at most TR_MS_FOREVER. */
     int64_t grace_ms;
 } tr_task_spec;
 
@@ -117,9 +122,9 @@ typedef enum tr_task_state {
 /* One task, as listed or reported. Pointers are borrowed from the message
  * they were read from and valid while it lives. */
 typedef struct tr_task_info {
-    uint32_t index;       /* order of start/add, from 0 */
-    const char *name;     /* never NULL */
-    tr_ref ref;           /* TR_REF_NONE if it could not be spawned */
+    uint32_t index;   /* order of start/add, from 0 */
+    const char *name; /* never NULL */
+    tr_ref ref;       /* TR_REF_NONE if it could not be spawned */
     tr_task_state state;
     int reason;           /* exit reason (TR_EXIT_* or < 0); 0 if running */
     const char *text;     /* failure text, "" if none */
@@ -152,8 +157,7 @@ typedef struct tr_group_summary {
  * behaviour or handler, init_len > state_size), TR_ENOMEM, TR_ESTOPPED,
  * TR_ESTATE (the running actor is stopping), TR_ENOCTX. A task that cannot
  * be spawned counts as a failed task (reason = the spawn error). */
-TR_API int tr_group_start(tr_ctx *ctx, const tr_group_config *cfg,
-                          tr_ref *out);
+TR_API int tr_group_start(tr_ctx *ctx, const tr_group_config *cfg, tr_ref *out);
 TR_API int tr_runtime_group_start(tr_runtime *rt, const tr_group_config *cfg,
                                   tr_ref *out);
 
@@ -209,8 +213,8 @@ TR_API int tr_group_add_sync(tr_runtime *rt, tr_ref group,
                              uint32_t *index);
 TR_API int tr_group_cancel_task_sync(tr_runtime *rt, tr_ref group,
                                      uint32_t index, int64_t timeout_ms);
-TR_API int tr_group_list_sync(tr_runtime *rt, tr_ref group,
-                              int64_t timeout_ms, tr_msg **out);
+TR_API int tr_group_list_sync(tr_runtime *rt, tr_ref group, int64_t timeout_ms,
+                              tr_msg **out);
 
 /* Lets a keep_open group finish once no task runs. Any thread; no answer.
  * TR_ESTATE if the group has ended; TR_ENOMEM, TR_ESTOPPED. */
@@ -226,16 +230,14 @@ TR_API int tr_group_reply_status(const tr_msg *reply, uint32_t *index);
 /* A list reply: the number of tasks (0 if msg is not a list), and task i.
  * TR_EPAYLOAD if msg is not a list, TR_EINVAL if i is out of range. */
 TR_API size_t tr_group_list_count(const tr_msg *list);
-TR_API int tr_group_list_task(const tr_msg *list, size_t i,
-                              tr_task_info *out);
+TR_API int tr_group_list_task(const tr_msg *list, size_t i, tr_task_info *out);
 
 /* ---- reading the done message (TR_TAG_GROUP_DONE) */
 
 /* TR_EPAYLOAD if msg is not a done message. */
 TR_API int tr_group_done_summary(const tr_msg *done, tr_group_summary *out);
 /* Task by index i (0..ntasks-1). TR_EINVAL if out of range. */
-TR_API int tr_group_done_task(const tr_msg *done, size_t i,
-                              tr_task_info *out);
+TR_API int tr_group_done_task(const tr_msg *done, size_t i, tr_task_info *out);
 /* The k-th failure in the order the group saw them (k = 0: the first
  * failure, the one that cancelled the siblings). TR_EINVAL if k >= nfailed. */
 TR_API int tr_group_done_failure(const tr_msg *done, size_t k,

@@ -15,6 +15,9 @@
 #include "reactor.h"
 #include "inbox.h"
 #include "lifecycle.h"
+#include "supervisor.h"
+#include "taskgroup.h"
+#include "scope.h"
 #include "log.h"
 
 #endif
