@@ -70,9 +70,9 @@
  * children's: give a nested supervisor a shutdown_ms that large; a
  * top-level one gets TR_DEFAULT_GRACE_MS from tr_runtime_shutdown. When
  * its grace runs out it is killed, which kills all its children at once.
- * Because it stops by draining, its exit reason is then TR_EXIT_NORMAL
- * (lifecycle.h ends a drained actor normally), or the failure code it was
- * cancelled with.
+ * Because it stops by draining, its exit reason is the reason it was
+ * cancelled with (lifecycle.h: a drained actor ends with its cancel
+ * reason).
  *
  * What a restart keeps: only the child spec (behaviour, init bytes, name,
  * restart type, shutdown policy). A restarted child is a NEW actor with a

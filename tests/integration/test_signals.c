@@ -1,113 +1,21 @@
 /* Signals on a real child process: the pipeline example under load gets
  * SIGTERM (orderly shutdown: it drains, loses nothing, exits 143) or two
  * SIGINTs in a row (the second stops at once: exits 130 promptly). */
-#include <errno.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
+#include "child.h"
+
 #define PIPELINE TROUPE_EXAMPLES_DIR "/pipeline"
 
-typedef struct child {
-    pid_t pid;
-    int out; /* read end of its stdout */
-    char buf[65536];
-    size_t len;
-} child;
-
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void start(child *c) {
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    c->len = 0;
-    c->pid = fork();
-    assert_true(c->pid >= 0);
-    if (c->pid == 0) {
-        dup2(fds[1], STDOUT_FILENO);
-        close(fds[0]);
-        close(fds[1]);
-        execl(PIPELINE, "pipeline", "--items", "1000000000", "--quiet",
-              "--threads", "2", (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    c->out = fds[0];
-}
-
-/* Reads the child's stdout until it has n lines or ms pass. */
-static void read_until_lines(child *c, int n, int ms) {
-    int64_t end = now_ms() + ms;
-    for (;;) {
-        int lines = 0;
-        for (size_t i = 0; i < c->len; i++)
-            lines += c->buf[i] == '\n';
-        if (lines >= n)
-            return;
-        int left = (int)(end - now_ms());
-        if (left <= 0)
-            return;
-        struct pollfd p = {c->out, POLLIN, 0};
-        if (poll(&p, 1, left) <= 0)
-            continue;
-        ssize_t r = read(c->out, c->buf + c->len, sizeof c->buf - 1 - c->len);
-        if (r <= 0)
-            return;
-        c->len += (size_t)r;
-        c->buf[c->len] = 0;
-    }
-}
-
-/* Waits for the child's exit at most ms; kills it (and fails) past that.
- * Returns the exit status. */
-static int wait_exit(child *c, int ms) {
-    int64_t end = now_ms() + ms;
-    int status = 0;
-    while (waitpid(c->pid, &status, WNOHANG) == 0) {
-        if (now_ms() > end) {
-            kill(c->pid, SIGKILL);
-            waitpid(c->pid, &status, 0);
-            close(c->out);
-            fail_msg("child did not exit within %d ms", ms);
-        }
-        read_until_lines(c, 1 << 30, 10);
-    }
-    read_until_lines(c, 1 << 30, 200); /* the rest of its output */
-    close(c->out);
-    assert_true(WIFEXITED(status));
-    return WEXITSTATUS(status);
-}
-
-static const char *last_line(child *c) {
-    while (c->len > 0 && c->buf[c->len - 1] == '\n')
-        c->buf[--c->len] = 0;
-    char *nl = strrchr(c->buf, '\n');
-    return nl != NULL ? nl + 1 : c->buf;
-}
-
-static uint64_t field(const char *line, const char *key) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "%s=", key);
-    const char *p = strstr(line, pat);
-    if (p == NULL)
-        fail_msg("no %s in: %s", key, line);
-    return strtoull(p + strlen(pat), NULL, 10);
+    char *const argv[] = {PIPELINE, "--items", "1000000000", "--quiet",
+                          "--threads", "2", NULL};
+    child_start(c, argv);
 }
 
 static void test_sigterm_drains_and_exits_143(void **state) {
@@ -150,3 +58,4 @@ int main(void) {
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
+
