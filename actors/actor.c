@@ -598,14 +598,22 @@ static void shutdown_incarnation(tr_ctx *ctx, tr__actor *a) {
  * no thread runs a and no sends are accepted). An actor spawned but never
  * started still owns its state: it gets its on_stop too, so cleanup runs
  * exactly once for every spawned actor. */
-static void drain_slot(tr_ctx *ctx, tr__actor *a) {
+/* Shutdown only: the next queued message (the old stub is freed, the
+ * embedded stub skipped), or NULL. */
+static tr_msg *shutdown_pop(tr__actor *a) {
     tr__node *old, *node;
     while ((node = tr__mailbox_pop(&a->mb, &old)) != NULL) {
         if (old != &a->stub)
             tr__block_free(old);
-        if (node == &a->stub)
-            continue;
-        tr_msg *m = (tr_msg *)node;
+        if (node != &a->stub)
+            return (tr_msg *)node;
+    }
+    return NULL;
+}
+
+static void drain_slot(tr_ctx *ctx, tr__actor *a) {
+    tr_msg *m;
+    while ((m = shutdown_pop(a)) != NULL) {
         bool pending = tr__magic(m) == TR__MSG_QUEUED;
         if ((m->flags & TR__F_START) && pending) {
             if (m->u.start.beh == &tr__inbox_behavior) {
@@ -675,13 +683,8 @@ static void settle_queued(tr_runtime *rt, tr__actor *a) {
 /* An inbox keeps what was sent to it: messages its worker had not moved
  * yet when the runtime stopped still reach tr_inbox_recv. */
 static void flush_inbox(tr__actor *a) {
-    tr__node *old, *node;
-    while ((node = tr__mailbox_pop(&a->mb, &old)) != NULL) {
-        if (old != &a->stub)
-            tr__block_free(old);
-        if (node == &a->stub)
-            continue;
-        tr_msg *m = (tr_msg *)node;
+    tr_msg *m;
+    while ((m = shutdown_pop(a)) != NULL) {
         if (tr__magic(m) == TR__MSG_QUEUED && !(m->flags & TR__F_SYS) &&
             m->target_gen == (a->run_gen & ~TR__STUB_QUEUED))
             tr__inbox_deliver(a->ext->inbox, m);

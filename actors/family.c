@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "actors/system.h"
+#include "runtime/grow.h"
 #include "runtime/log.h"
 #include "runtime/platform.h"
 #include "troupe/lifecycle.h"
@@ -45,17 +46,7 @@ typedef struct exit_wire {
 } exit_wire;
 
 static bool vec_grow(void **arr, uint32_t *cap, uint32_t need, size_t elem) {
-    if (need <= *cap)
-        return true;
-    uint32_t ncap = *cap ? *cap * 2 : 4;
-    while (ncap < need)
-        ncap *= 2;
-    void *na = realloc(*arr, (size_t)ncap * elem);
-    if (na == NULL)
-        return false;
-    *arr = na;
-    *cap = ncap;
-    return true;
+    return tr__grow(arr, cap, need, elem, 4);
 }
 
 static bool refs_push(tr_ref **arr, uint32_t *n, uint32_t *cap, tr_ref r) {

@@ -5,16 +5,15 @@
  * backward shifting, so the table never needs its own tombstones. */
 #include "actors/kids.h"
 
+#include "runtime/grow.h"
+
 #include <stdlib.h>
 #include <string.h>
 
 #define SMALL 32
 
 static uint32_t hash(uint64_t id, uint32_t mask) {
-    id ^= id >> 33;
-    id *= 0xff51afd7ed558ccdull;
-    id ^= id >> 33;
-    return (uint32_t)id & mask;
+    return tr__hash64(id, mask);
 }
 
 static void index_put(tr__kids *k, uint64_t id, uint32_t pos) {

@@ -204,21 +204,6 @@ struct tally {
     const char *scope;
 };
 
-static const char *outcome_name(tr_scope_outcome o) {
-    switch (o) {
-    case TR_SCOPE_COMPLETED:
-        return "completed";
-    case TR_SCOPE_FAILED:
-        return "failed";
-    case TR_SCOPE_CANCELLED_CAUGHT:
-        return "cancelled_caught";
-    case TR_SCOPE_TIMED_OUT:
-        return "timed_out";
-    default:
-        return "cancelled";
-    }
-}
-
 /* Main's view of what happens, from the messages in its inbox. */
 static void event(struct tally *t, tr_msg **m) {
     if (t->scope == NULL)
@@ -239,7 +224,7 @@ static void event(struct tally *t, tr_msg **m) {
     case TR_TAG_SCOPE_DONE: {
         tr_scope_info si;
         if (tr_scope_done_info(*m, &si) == 0) {
-            t->scope = outcome_name(si.outcome);
+            t->scope = tr_scope_outcome_name(si.outcome);
             printf("supervised: batch deadline reached: scope %s, its %s "
                    "subtree stopped (body: %s)\n",
                    t->scope, "whole", tr_exit_reason_name(si.body_reason));
@@ -262,7 +247,7 @@ static int usage(const char *argv0) {
 
 static int parse(int argc, char **argv, struct opts *o) {
     *o = (struct opts){7, 4, 300, 1500};
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         if (i + 1 >= argc)
             return -1;
         char *end = NULL;
@@ -279,7 +264,6 @@ static int parse(int argc, char **argv, struct opts *o) {
             o->duration_ms = v;
         else
             return -1;
-        i++;
     }
     return 0;
 }

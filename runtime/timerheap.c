@@ -3,6 +3,8 @@
  * what matters at 10^5 timers; add/cancel/fire are O(log4 n). */
 #include "runtime/timerheap.h"
 
+#include "runtime/grow.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,17 +60,7 @@ static void sift_down(tr__timerheap *h, uint32_t pos) {
 }
 
 static bool grow(void **arr, uint32_t *cap, size_t elem, uint32_t need) {
-    if (need <= *cap)
-        return true;
-    uint32_t ncap = *cap ? *cap * 2 : 64;
-    while (ncap < need)
-        ncap *= 2;
-    void *na = realloc(*arr, (size_t)ncap * elem);
-    if (na == NULL)
-        return false;
-    *arr = na;
-    *cap = ncap;
-    return true;
+    return tr__grow(arr, cap, need, elem, 64);
 }
 
 uint64_t tr__timerheap_add(tr__timerheap *h, int64_t deadline, int64_t period,

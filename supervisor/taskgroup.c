@@ -39,6 +39,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "runtime/grow.h"
 #include "runtime/sched.h"
 #include "troupe/error.h"
 #include "troupe/lifecycle.h"
@@ -128,17 +129,7 @@ static void free_msg(void *p) {
 }
 
 static bool grow(void **arr, uint32_t *cap, uint32_t need, size_t elem) {
-    if (need <= *cap)
-        return true;
-    uint32_t ncap = *cap ? *cap : 8;
-    while (ncap < need)
-        ncap *= 2;
-    void *na = realloc(*arr, (size_t)ncap * elem);
-    if (na == NULL)
-        return false;
-    *arr = na;
-    *cap = ncap;
-    return true;
+    return tr__grow(arr, cap, need, elem, 8);
 }
 
 static int spec_check(const tr_task_spec *s) {
@@ -252,10 +243,7 @@ static int child_reason(int reason) {
 /* ---- ref -> index map */
 
 static uint32_t map_hash(uint64_t k, uint32_t mask) {
-    k ^= k >> 33;
-    k *= 0xff51afd7ed558ccdull;
-    k ^= k >> 33;
-    return (uint32_t)k & mask;
+    return tr__hash64(k, mask);
 }
 
 static bool map_put(group *g, uint64_t key, uint32_t idx) {
