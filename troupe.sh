@@ -22,8 +22,9 @@ cd "$ROOT"
 # as Recommends of cmake/gcc; name them for machines that skip Recommends.
 DEPS=(cmake make pkg-config gcc libc6-dev libzmq3-dev libmsgpack-dev
     libcmocka-dev)
-# `test` also proves the build -Werror-clean with clang.
-TEST_DEPS=(clang)
+# `test` also proves the build -Werror-clean with clang, and fuzzes the
+# wire codec with libFuzzer (clang's runtime).
+TEST_DEPS=(clang libclang-rt-14-dev)
 
 JOBS=$(nproc 2>/dev/null || echo 2)
 
@@ -104,7 +105,7 @@ report_failure() {
 }
 
 cmd_test() {
-    local stage=0 stages=5 started=$SECONDS
+    local stage=0 stages=6 started=$SECONDS
     current="(start)"
     # set -e ends the script at the first failing command, wherever it is;
     # the EXIT trap names the stage it ended in.
@@ -142,6 +143,9 @@ cmd_test() {
     TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
         $launcher ctest --test-dir build-tsan --output-on-failure \
         --no-tests=error -j1 -L concurrency
+
+    next "fuzz: wire codec, 60 s of libFuzzer under ASan+UBSan"
+    bash tests/fuzz/run.sh 60
 
     banner "all $stages stages passed in $((SECONDS - started))s"
 }

@@ -164,8 +164,9 @@ static int spawn_locked(tr_runtime *rt, tr_ctx *ctx, const tr_behavior *beh,
         return TR_EINVAL;
     if (atomic_load_explicit(&rt->stopping, memory_order_acquire))
         return TR_ESTOPPED;
-    /* Only uncounted system actors (inbox, root) have no owner. */
-    bool counted = inbox == NULL && beh != &tr__root_behavior;
+    /* Only uncounted system actors (inbox, root, link) have no owner. */
+    bool system = parent.id == UINT64_MAX; /* tr__spawn_system */
+    bool counted = inbox == NULL && beh != &tr__root_behavior && !system;
     if (counted && parent.id != 0 &&
         (ctx == NULL || ctx->cur == NULL || ctx->cur->ext == NULL
              ? false
@@ -239,6 +240,13 @@ TR_API int tr_spawn(tr_ctx *ctx, const tr_behavior *beh, const void *init,
     if (ctx->cur == NULL)
         return TR_ENOCTX;
     return tr__spawn(ctx->rt, ctx, beh, init, init_len, out, NULL, ctx->self);
+}
+
+int tr__spawn_system(tr_runtime *rt, const tr_behavior *beh, const void *init,
+                     size_t init_len, tr_ref *out) {
+    /* parent UINT64_MAX marks "system": see spawn_locked. */
+    return tr__spawn(rt, NULL, beh, init, init_len, out, NULL,
+                     (tr_ref){UINT64_MAX});
 }
 
 TR_API int tr_runtime_spawn(tr_runtime *rt, const tr_behavior *beh,
@@ -333,8 +341,9 @@ static void drop_dead_letter(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
 /* Frees the ended incarnation of a and releases its slot. Runs on the
  * worker that runs a, after tr__finish (on_stop + notifications). */
 void tr__die(tr_ctx *ctx, tr__actor *a) {
-    bool counted =
-        a->beh != &tr__inbox_behavior && a->beh != &tr__root_behavior;
+    bool counted = a->beh != &tr__inbox_behavior &&
+                   a->beh != &tr__root_behavior &&
+                   !(a->ext != NULL && a->ext->system);
     free(a->state);
     tr__ext_free(ctx->rt, a);
     a->beh = NULL;
@@ -401,7 +410,8 @@ static void start_incarnation(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
         if (e == NULL) {
             tr__log(TR_LOG_ERROR, "spawn: out of memory; parent not recorded");
         } else {
-            e->parent = m->sender;
+            e->system = m->sender.id == UINT64_MAX;
+            e->parent = e->system ? TR_REF_NONE : m->sender;
             e->is_root = a->beh == &tr__root_behavior;
         }
     }
@@ -410,6 +420,29 @@ static void start_incarnation(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
     set_current(ctx, a);
     int rc = a->beh->on_start(ctx, a->state);
     (void)after_callback(ctx, a, rc);
+}
+
+#define RAW_MAX 4
+static const tr_behavior *_Atomic raw_replies[RAW_MAX];
+
+void tr__behavior_mark_raw_replies(const tr_behavior *beh) {
+    for (int i = 0; i < RAW_MAX; i++) {
+        const tr_behavior *none = NULL;
+        /* Registered once at start-up; relaxed CAS is enough (readers only
+         * compare pointers). */
+        if (atomic_compare_exchange_strong_explicit(
+                &raw_replies[i], &none, beh, memory_order_relaxed,
+                memory_order_relaxed) ||
+            none == beh)
+            return;
+    }
+}
+
+static bool raw_replies_of(const tr_behavior *beh) {
+    for (int i = 0; i < RAW_MAX; i++)
+        if (atomic_load_explicit(&raw_replies[i], memory_order_relaxed) == beh)
+            return true;
+    return false;
 }
 
 /* Kills a if tr_kill marked it (the kill jumps the queue). Returns true
@@ -506,7 +539,7 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
         } else if (stopping) {
             drop_dead_letter(ctx, a, m);
         } else if ((m->flags & (TR__F_REPLY | TR__F_TIMEOUT)) &&
-                   !tr__request_filter(ctx, a, m)) {
+                   !raw_replies_of(beh) && !tr__request_filter(ctx, a, m)) {
             tr__msg_release_payload(m);
         } else if (m->tag == TR_TAG_DOWN && !tr__down_wanted(a, m)) {
             tr__msg_release_payload(m); /* demonitored */
@@ -575,7 +608,7 @@ bool tr__quiescent(void *arg) {
 /* Shutdown cleanup of the incarnation installed in a, if any. */
 static void shutdown_incarnation(tr_ctx *ctx, tr__actor *a) {
     if (a->beh != NULL && a->beh != &tr__inbox_behavior &&
-        a->beh != &tr__root_behavior) {
+        a->beh != &tr__root_behavior && !(a->ext != NULL && a->ext->system)) {
         if (ctx->rt->debug)
             tr__log(TR_LOG_WARN, "debug: actor %s (slot %u) still alive at "
                     "shutdown", a->beh->name ? a->beh->name : "?",
@@ -661,7 +694,8 @@ static void settle_queued(tr_runtime *rt, tr__actor *a) {
                 a->beh == &tr__root_behavior)
                 e = tr__ext(a);
             if (e != NULL) {
-                e->parent = m->sender;
+                e->system = m->sender.id == UINT64_MAX;
+                e->parent = e->system ? TR_REF_NONE : m->sender;
                 e->is_root = a->beh == &tr__root_behavior;
                 if (a->beh == &tr__inbox_behavior)
                     e->inbox = m->u.start.state;

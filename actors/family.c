@@ -333,7 +333,7 @@ static void notify_exit(tr_ctx *ctx, tr__actor *a, int reason) {
     tr_ref me = self_ref(a);
     const char *text = e != NULL && e->text != NULL ? e->text : "";
     tr_ref parent = e != NULL && e->parent.id != 0 ? e->parent : ctx->rt->root;
-    if (parent.id != 0)
+    if (parent.id != 0 && !(e != NULL && e->system))
         (void)tr__send_sys(ctx->rt, ctx, me, parent, TR__SYS_EXIT,
                            (uint64_t)(int64_t)reason,
                            exit_msg(0, me, reason, 0, text));

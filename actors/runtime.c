@@ -210,6 +210,8 @@ TR_API void tr_runtime_destroy(tr_runtime **prt) {
     }
     tr_runtime_stop(rt);
     finish(rt);
+    if (rt->pool_destroy != NULL)
+        rt->pool_destroy(rt->pool);
     tr__reactor_destroy(&rt->reactor);
     for (unsigned i = 0; i < rt->cfg.workers; i++)
         free(rt->ctxs[i].free_slots);

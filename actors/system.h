@@ -99,6 +99,7 @@ typedef struct tr__actor_ext {
     bool trap;
     bool killed;
     bool is_root;
+    bool system; /* tr__spawn_system: uncounted, parentless */
 } tr__actor_ext;
 
 /* Per-worker counters: written by the owner only (relaxed), summed by
@@ -142,6 +143,10 @@ struct tr_runtime {
 
     tr_ref root;
     _Atomic int shutdown_calls;
+    /* The process pool (transport/), freed by tr_runtime_destroy after
+     * every actor has been cleaned up. */
+    void *pool;
+    void (*pool_destroy)(void *pool);
     /* Bumped by every tr_kill: a turn in progress compares it (an L1 hit,
      * rarely written) before each handler and only then checks its own
      * KILL bit, so a kill stops an actor between two messages without a
@@ -206,7 +211,14 @@ int tr__send_sys(tr_runtime *rt, tr_ctx *ctx, tr_ref from, tr_ref to,
 void tr__finish(tr_ctx *ctx, tr__actor *a, int reason);
 int tr__root_create(tr_runtime *rt);
 bool tr__down_wanted(tr__actor *a, tr_msg *m);
+/* Spawns a system actor: no parent, not counted for quiescence, cleaned up
+ * at the very end of a shutdown (like the root and inboxes). */
+int tr__spawn_system(tr_runtime *rt, const tr_behavior *beh, const void *init,
+                     size_t init_len, tr_ref *out);
 void tr__debug_monitor(tr_runtime *rt);
+/* Marks a behaviour whose actors see replies unfiltered (the transport's
+ * proxies pass them on to the requester in another process). */
+void tr__behavior_mark_raw_replies(const tr_behavior *beh);
 /* actor.c: frees the incarnation and releases the slot (after finish). */
 void tr__die(tr_ctx *ctx, tr__actor *a);
 extern const tr_behavior tr__root_behavior;

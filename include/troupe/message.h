@@ -48,7 +48,8 @@ typedef struct tr_msg tr_msg;
 
 /* Tags at or above TR_TAG_SYSTEM are reserved for the runtime:
  * 0xFFFF0001-0xFFFF00FF core (timeouts, DOWN, EXIT), 0xFFFF0300-03FF task
- * groups, 0xFFFF0400-04FF cancel scopes, 0xFFFF5300-53FF supervisors. */
+ * groups, 0xFFFF0400-04FF cancel scopes, 0xFFFF0600-06FF the process transport,
+ * 0xFFFF5300-53FF supervisors. */
 #define TR_TAG_SYSTEM 0xFFFF0000u
 /* Delivered to a requester whose request timed out; tr_msg_request_id()
  * names the request, tr_msg_u64() is TR_ETIMEDOUT (as uint64 of the int). */

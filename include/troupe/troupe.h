@@ -14,6 +14,8 @@
 #include "timer.h"
 #include "reactor.h"
 #include "inbox.h"
+#include "mpack.h"
+#include "remote.h"
 #include "lifecycle.h"
 #include "supervisor.h"
 #include "taskgroup.h"

@@ -1,0 +1,91 @@
+/* troupe — actors in worker processes (ZeroMQ + msgpack).
+ *
+ * CPU-heavy actors run in a pool of worker processes; the caller keeps an
+ * ordinary tr_ref. That reference names a local PROXY actor: what is sent
+ * to it (tr_send, tr_request) is encoded (codec.h / docs/protocol.md) and
+ * carried over a ZeroMQ DEALER/ROUTER pair on ipc:// to the real actor;
+ * what the real actor sends back (tr_send / tr_reply to tr_msg_sender)
+ * arrives as if from the proxy. Monitors and links on the proxy work as
+ * for a local actor: the proxy ends when the remote actor ends or its
+ * process dies.
+ *
+ * Payloads: NONE, U64, BYTES and MSGPACK cross; a PTR payload cannot (the
+ * send succeeds locally, the proxy drops the message and counts it; debug
+ * mode logs it).
+ *
+ * Worker processes are the program itself, started again in worker mode
+ * (fork + exec of /proc/self/exe, nothing else runs between the two: no
+ * fork of a process that runs threads or a ZeroMQ context is ever used
+ * beyond exec). So main() must call tr_worker_main() first, after
+ * registering its behaviours by name (tr_register), the same way in both
+ * roles. Workers die with the main process (PR_SET_PDEATHSIG and the loss
+ * of the connection); the main process reaps them and notices a dead one
+ * at once (pidfd).
+ *
+ * Delivery (per sender-receiver pair, in order): at most once. When a
+ * worker process dies, its actors' proxies end with TR_ELOST (their
+ * monitors and links learn it) and every request in flight to them is
+ * answered with a TR_TAG_REMOTE_FAILED reply (value TR_ELOST): nothing
+ * waits forever and nothing is silently lost. */
+#ifndef TROUPE_REMOTE_H
+#define TROUPE_REMOTE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "actor.h"
+#include "export.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A reply to a request whose remote actor was lost (tr_msg_u64: the
+ * negative error, TR_ELOST), delivered like a reply (tr_msg_is_reply). */
+#define TR_TAG_REMOTE_FAILED 0xFFFF0005u
+
+/* Registers a behaviour under a name (process-wide; before
+ * tr_worker_main and before any spawn). TR_EINVAL for a NULL/empty/long
+ * name, TR_ESTATE if the name is taken by another behaviour. */
+TR_API int tr_register(const char *name, const tr_behavior *beh);
+
+/* If this process was started as a troupe worker, runs the worker until
+ * the main process says BYE or goes away, then exits the process (does not
+ * return). Otherwise returns 0 at once. Call it first in main(), after
+ * tr_register. */
+TR_API int tr_worker_main(int argc, char **argv);
+
+typedef struct tr_pool_config {
+    unsigned processes; /* 0 = online CPUs */
+    /* Scheduler threads in each worker process; 0 = 1. */
+    unsigned worker_threads;
+} tr_pool_config;
+
+/* Starts the worker processes of rt (once; TR_ESTATE the second time).
+ * Returns when they are started (they connect asynchronously; spawns and
+ * sends made meanwhile are queued). Any thread, before or while running.
+ * The pool stops with the runtime. */
+TR_API int tr_pool_start(tr_runtime *rt, const tr_pool_config *cfg);
+
+/* Spawns an actor of the registered behaviour `name` in the least loaded
+ * worker process; *out is its proxy (usable at once: messages sent before
+ * the remote actor exists are queued in order). From a handler
+ * (tr_spawn_remote: the proxy is a child of the caller) or from outside
+ * (tr_runtime_spawn_remote). Errors: TR_ESTATE (no pool), TR_EINVAL,
+ * TR_ETOOBIG (init too large); an unknown name on the worker side ends the
+ * proxy with TR_ENOTFOUND. */
+TR_API int tr_spawn_remote(tr_ctx *ctx, const char *name, const void *init,
+                           size_t init_len, tr_ref *out);
+TR_API int tr_runtime_spawn_remote(tr_runtime *rt, const char *name,
+                                   const void *init, size_t init_len,
+                                   tr_ref *out);
+
+/* The process id of worker process i (0 <= i < processes), or -1. For
+ * tests and tools (kill -9 a worker). */
+TR_API int tr_pool_worker_pid(tr_runtime *rt, unsigned i);
+TR_API unsigned tr_pool_size(tr_runtime *rt);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

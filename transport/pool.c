@@ -1,0 +1,217 @@
+/* The public side of worker processes: the pool's start and stop, remote
+ * spawn, and the worker-mode entry point. See troupe/remote.h for the
+ * contract and transport/link.c for how the link works.
+ *
+ * Why exec and not a plain fork: the main process already runs threads
+ * (workers, reactor) and owns a ZeroMQ context when the pool starts, and
+ * a forked copy of such a process may only call async-signal-safe
+ * functions. So the child execs the program itself (/proc/self/exe) at
+ * once, in worker mode (TROUPE_WORKER=<endpoint>), and builds its own
+ * runtime and ZeroMQ context from scratch. The program must register its
+ * behaviours and call tr_worker_main() first in main() for that. */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime/log.h"
+#include "runtime/platform.h"
+#include "transport/link.h"
+#include "transport/proxy.h"
+#include "troupe/mpack.h"
+
+static _Atomic uint64_t endpoint_seq;
+
+static void pool_destroy(void *p) {
+    tr__link *l = p;
+    tr__link_stop_workers(l);
+    tr__link_close(l);
+    free(l);
+}
+
+static tr__link *link_new(tr_runtime *rt, bool main_side, unsigned npeers) {
+    tr__link *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return NULL;
+    l->rt = rt;
+    l->main_side = main_side;
+    l->npeers = npeers;
+    l->peers = calloc(npeers, sizeof *l->peers);
+    if (l->peers == NULL) {
+        free(l);
+        return NULL;
+    }
+    for (unsigned i = 0; i < npeers; i++) {
+        tr__peer *p = &l->peers[i];
+        p->pidfd = -1;
+        p->identlen = (size_t)snprintf(p->ident, sizeof p->ident, "w%u", i);
+        (void)tr__encoder_init(&p->enc, NULL);
+    }
+    return l;
+}
+
+TR_API int tr_pool_start(tr_runtime *rt, const tr_pool_config *cfg) {
+    if (rt == NULL)
+        return TR_EINVAL;
+    tr__behavior_mark_raw_replies(&tr__proxy_behavior);
+    if (rt->pool != NULL)
+        return TR_ESTATE;
+    unsigned n = cfg != NULL && cfg->processes > 0 ? cfg->processes
+                                                   : tr__cpu_count();
+    if (n > 256)
+        return TR_EINVAL;
+    tr__link *l = link_new(rt, true, n);
+    if (l == NULL)
+        return TR_ENOMEM;
+    l->worker_threads =
+        cfg != NULL && cfg->worker_threads > 0 ? cfg->worker_threads : 1;
+    /* A unique ipc path per pool; unlinked when the pool ends. */
+    snprintf(l->path, sizeof l->path, "/tmp/troupe-%d-%llu.ipc", (int)getpid(),
+             (unsigned long long)atomic_fetch_add(&endpoint_seq, 1));
+    snprintf(l->endpoint, sizeof l->endpoint, "ipc://%s", l->path);
+    int rc = tr__link_open(l);
+    if (rc == 0)
+        rc = tr__spawn_system(rt, &tr__link_behavior, &l, sizeof l, &l->self);
+    if (rc != 0) {
+        tr__link_close(l);
+        free(l);
+        return rc;
+    }
+    rt->pool = l;
+    rt->pool_destroy = pool_destroy;
+    return 0;
+}
+
+TR_API unsigned tr_pool_size(tr_runtime *rt) {
+    tr__link *l = rt != NULL ? rt->pool : NULL;
+    return l != NULL ? l->npeers : 0;
+}
+
+TR_API int tr_pool_worker_pid(tr_runtime *rt, unsigned i) {
+    tr__link *l = rt != NULL ? rt->pool : NULL;
+    if (l == NULL || i >= l->npeers)
+        return -1;
+    /* Written by the link actor on another thread: a snapshot. */
+    return (int)__atomic_load_n(&l->peers[i].pid, __ATOMIC_RELAXED);
+}
+
+/* Least loaded worker (a racy read of loads is fine: a hint). */
+static unsigned pick_worker(tr__link *l) {
+    unsigned best = 0;
+    uint32_t best_load = UINT32_MAX;
+    for (unsigned i = 0; i < l->npeers; i++) {
+        uint32_t load = __atomic_load_n(&l->peers[i].load, __ATOMIC_RELAXED);
+        if (load < best_load) {
+            best_load = load;
+            best = i;
+        }
+    }
+    __atomic_add_fetch(&l->peers[best].load, 1, __ATOMIC_RELAXED);
+    return best;
+}
+
+static int spawn_remote(tr_runtime *rt, tr_ctx *ctx, const char *name,
+                        const void *init, size_t init_len, tr_ref *out) {
+    tr__link *l = rt->pool;
+    if (l == NULL)
+        return TR_ESTATE;
+    if (name == NULL || name[0] == 0 || strlen(name) >= TR__REG_NAME_MAX ||
+        (init == NULL && init_len > 0))
+        return TR_EINVAL;
+    if (init_len > TR_MSG_MAX_BYTES / 2)
+        return TR_ETOOBIG;
+    tr_mp_writer w;
+    tr_mp_writer_init(&w);
+    tr_mp_write_map(&w, 2);
+    tr_mp_write_cstr(&w, "behavior");
+    tr_mp_write_cstr(&w, name);
+    tr_mp_write_cstr(&w, "init");
+    tr_mp_write_bin(&w, init != NULL ? init : "", init_len);
+    tr_msg *payload = NULL;
+    int rc = tr_mp_writer_to_msg(&w, 0, &payload);
+    tr_mp_writer_free(&w);
+    if (rc != 0)
+        return rc;
+    tr__proxy pi = {.link = l->self, .peer = pick_worker(l)};
+    tr_ref proxy;
+    rc = ctx != NULL ? tr_spawn(ctx, &tr__proxy_behavior, &pi, sizeof pi, &proxy)
+                     : tr_runtime_spawn(rt, &tr__proxy_behavior, &pi, sizeof pi,
+                                        &proxy);
+    if (rc != 0) {
+        tr_msg_destroy(&payload);
+        return rc;
+    }
+    tr__fwd *f = calloc(1, sizeof *f);
+    if (f == NULL) {
+        tr_msg_destroy(&payload);
+        (void)tr_kill(rt, proxy);
+        return TR_ENOMEM;
+    }
+    f->peer = pi.peer;
+    f->kind = TR__K_SPAWN;
+    f->sender = proxy.id;
+    f->req_id = proxy.id;
+    f->payload = payload;
+    rc = tr__fwd_send(ctx, rt, l->self, f);
+    if (rc != 0) {
+        (void)tr_kill(rt, proxy);
+        return rc;
+    }
+    if (out != NULL)
+        *out = proxy;
+    return 0;
+}
+
+TR_API int tr_spawn_remote(tr_ctx *ctx, const char *name, const void *init,
+                           size_t init_len, tr_ref *out) {
+    if (ctx == NULL)
+        return TR_EINVAL;
+    return spawn_remote(tr_ctx_runtime(ctx), ctx, name, init, init_len, out);
+}
+
+TR_API int tr_runtime_spawn_remote(tr_runtime *rt, const char *name,
+                                   const void *init, size_t init_len,
+                                   tr_ref *out) {
+    if (rt == NULL)
+        return TR_EINVAL;
+    return spawn_remote(rt, NULL, name, init, init_len, out);
+}
+
+/* ---- worker mode ---- */
+
+TR_API int tr_worker_main(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    const char *ep = getenv("TROUPE_WORKER");
+    if (ep == NULL || ep[0] == 0)
+        return 0;
+    const char *idx = getenv("TROUPE_WORKER_INDEX");
+    const char *thr = getenv("TROUPE_WORKER_THREADS");
+    const char *par = getenv("TROUPE_WORKER_PARENT");
+    /* PR_SET_PDEATHSIG was set before exec; a parent that died in
+     * between is seen here. */
+    if (par != NULL && (pid_t)atoi(par) != getppid())
+        _exit(1);
+    tr__behavior_mark_raw_replies(&tr__proxy_behavior);
+    tr_runtime_config cfg = {.workers = thr ? (unsigned)atoi(thr) : 1};
+    tr_runtime *rt = NULL;
+    if (tr_runtime_create(&rt, &cfg) != 0)
+        _exit(1);
+    tr__link *l = link_new(rt, false, 1);
+    if (l == NULL)
+        _exit(1);
+    l->index = idx ? (unsigned)atoi(idx) : 0;
+    snprintf(l->endpoint, sizeof l->endpoint, "%s", ep);
+    /* Here the link is an ordinary (counted) top-level actor: the worker
+     * runs as long as it does, and BYE's orderly shutdown stops it last
+     * (it is the oldest). */
+    if (tr__link_open(l) != 0 ||
+        tr_runtime_spawn(rt, &tr__link_behavior, &l, sizeof l, &l->self) != 0)
+        _exit(1);
+    (void)tr_runtime_run(rt);
+    tr_runtime_destroy(&rt);
+    tr__link_close(l);
+    free(l);
+    exit(0);
+}

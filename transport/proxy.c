@@ -1,0 +1,235 @@
+/* Design notes
+ * ------------
+ * Location transparency by proxies: a reference to an actor in another
+ * process is the reference of a local proxy actor. Whatever reaches the
+ * proxy is moved (payload not copied) into a tr__fwd and handed to the
+ * link actor, the only user of the ZeroMQ socket, which encodes and
+ * batches it. Because the proxy is an ordinary actor, monitors, links,
+ * cancellation and supervision apply to it unchanged; it ends when the
+ * remote actor ends (TR__PT_REMOTE_DOWN) or the process is lost.
+ *
+ * Until the remote actor exists (its SPAWN_REPLY), messages wait in the
+ * proxy in order. Also here: the process-wide behaviour registry. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/log.h"
+#include "transport/proxy.h"
+#include "transport/remote.h"
+#include "troupe/lifecycle.h"
+
+/* ---- registry ---- */
+
+#define REG_MAX 256
+
+static struct {
+    pthread_mutex_t lock;
+    char names[REG_MAX][TR__REG_NAME_MAX];
+    const tr_behavior *behs[REG_MAX];
+    unsigned n;
+} reg = {PTHREAD_MUTEX_INITIALIZER, {{0}}, {0}, 0};
+
+TR_API int tr_register(const char *name, const tr_behavior *beh) {
+    if (name == NULL || beh == NULL || beh->handle == NULL)
+        return TR_EINVAL;
+    size_t len = strlen(name);
+    if (len == 0 || len >= TR__REG_NAME_MAX)
+        return TR_EINVAL;
+    int rc = 0;
+    pthread_mutex_lock(&reg.lock);
+    unsigned i = 0;
+    while (i < reg.n && strcmp(reg.names[i], name) != 0)
+        i++;
+    if (i < reg.n)
+        rc = reg.behs[i] == beh ? 0 : TR_ESTATE;
+    else if (reg.n == REG_MAX)
+        rc = TR_ENOMEM;
+    else {
+        memcpy(reg.names[reg.n], name, len + 1);
+        reg.behs[reg.n++] = beh;
+    }
+    pthread_mutex_unlock(&reg.lock);
+    return rc;
+}
+
+const tr_behavior *tr__registry_find(const char *name, size_t len) {
+    const tr_behavior *beh = NULL;
+    pthread_mutex_lock(&reg.lock);
+    for (unsigned i = 0; i < reg.n && beh == NULL; i++)
+        if (strlen(reg.names[i]) == len && memcmp(reg.names[i], name, len) == 0)
+            beh = reg.behs[i];
+    pthread_mutex_unlock(&reg.lock);
+    return beh;
+}
+
+/* ---- forwarding ---- */
+
+void tr__fwd_free(void *p) {
+    tr__fwd *f = p;
+    if (f == NULL)
+        return;
+    if (f->payload != NULL)
+        tr__msg_free(f->payload);
+    free(f);
+}
+
+/* Moves m's payload into a fresh message (m keeps nothing to release). */
+static tr_msg *take_payload(tr_msg *m) {
+    if (m->kind == TR_PAYLOAD_NONE)
+        return NULL;
+    tr_msg *p = tr__msg_alloc(m->tag, (tr_payload_kind)m->kind);
+    if (p == NULL)
+        return NULL;
+    p->flags = m->flags & TR__F_INLINE;
+    p->len = m->len;
+    memcpy(&p->u, &m->u, sizeof p->u);
+    m->kind = TR_PAYLOAD_NONE;
+    m->len = 0;
+    return p;
+}
+
+tr__fwd *tr__fwd_from_msg(tr_msg *m, uint32_t peer, uint64_t target) {
+    tr__fwd *f = calloc(1, sizeof *f);
+    if (f == NULL)
+        return NULL;
+    f->peer = peer;
+    f->target = target;
+    f->sender = m->sender.id;
+    f->tag = m->tag;
+    if (m->flags & TR__F_REPLY) {
+        f->kind = TR__K_REPLY;
+        f->req_id = m->req_id;
+    } else if (m->flags & TR__F_REQUEST) {
+        f->kind = TR__K_REQUEST;
+        f->req_id = m->req_id;
+        f->aux = -1;
+    } else {
+        f->kind = TR__K_SEND;
+    }
+    f->payload = take_payload(m);
+    return f;
+}
+
+int tr__fwd_send(tr_ctx *ctx, tr_runtime *rt, tr_ref link, tr__fwd *f) {
+    tr_msg *m = tr_msg_new_ptr(TR__LT_FWD, f, sizeof *f, tr__fwd_free);
+    if (m == NULL) {
+        tr__fwd_free(f);
+        return TR_ENOMEM;
+    }
+    int rc = ctx != NULL ? tr_send(ctx, link, &m) : tr_runtime_send(rt, link, &m);
+    if (rc != 0)
+        tr_msg_destroy(&m);
+    return rc;
+}
+
+tr_msg *tr__msg_from_env(const tr__env *env) {
+    tr_msg *m;
+    switch (env->pkind) {
+    case TR_PAYLOAD_U64:
+        m = tr_msg_new_u64(env->tag, env->u64);
+        break;
+    case TR_PAYLOAD_BYTES:
+        m = tr_msg_new_bytes(env->tag, env->data, env->len);
+        break;
+    case TR_PAYLOAD_MSGPACK:
+        m = tr_msg_new_msgpack(env->tag, env->data, env->len);
+        break;
+    default:
+        m = tr_msg_new(env->tag);
+        break;
+    }
+    return m;
+}
+
+/* ---- the proxy actor ---- */
+
+static void proxy_queue_free(tr__proxy *p) {
+    for (uint32_t i = 0; i < p->nq; i++)
+        tr__fwd_free(p->q[i]);
+    free(p->q);
+    p->q = NULL;
+    p->nq = p->capq = 0;
+}
+
+static int proxy_forward(tr_ctx *ctx, tr__proxy *p, tr__fwd *f) {
+    if (f->payload != NULL && f->payload->kind == TR_PAYLOAD_PTR) {
+        tr__log(TR_LOG_WARN, "proxy: a pointer payload cannot cross to "
+                "another process; message (tag 0x%x) dropped", f->tag);
+        tr__fwd_free(f);
+        return 0;
+    }
+    if (p->remote == 0) { /* not spawned yet: keep the order */
+        if (p->nq == p->capq) {
+            uint32_t ncap = p->capq ? p->capq * 2 : 8;
+            tr__fwd **nq = realloc(p->q, ncap * sizeof *nq);
+            if (nq == NULL) {
+                tr__fwd_free(f);
+                return TR_ENOMEM;
+            }
+            p->q = nq;
+            p->capq = ncap;
+        }
+        p->q[p->nq++] = f;
+        return 0;
+    }
+    f->target = p->remote;
+    return tr__fwd_send(ctx, NULL, p->link, f);
+}
+
+static int proxy_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
+    tr__proxy *p = state;
+    uint32_t tag = tr_msg_tag(msg);
+    if (tag == TR__PT_SPAWNED && tr_ref_eq(tr_msg_sender(msg), p->link)) {
+        p->remote = tr_msg_u64(msg);
+        for (uint32_t i = 0; i < p->nq; i++) {
+            tr__fwd *f = p->q[i];
+            p->q[i] = NULL;
+            f->target = p->remote;
+            int rc = tr__fwd_send(ctx, NULL, p->link, f);
+            if (rc != 0)
+                return rc;
+        }
+        p->nq = 0;
+        return 0;
+    }
+    if (tag == TR__PT_REMOTE_DOWN && tr_ref_eq(tr_msg_sender(msg), p->link)) {
+        int reason = (int)(int64_t)tr_msg_u64(msg);
+        p->remote_gone = true;
+        if (reason < 0)
+            return reason;
+        if (reason == TR_EXIT_NORMAL)
+            return TR_STOP;
+        /* End with the remote actor's reason (cancelled, killed...). */
+        return tr_cancel(tr_ctx_runtime(ctx), tr_self(ctx), reason, 0);
+    }
+    tr__fwd *f = tr__fwd_from_msg(msg, p->peer, p->remote);
+    if (f == NULL)
+        return TR_ENOMEM;
+    return proxy_forward(ctx, p, f);
+}
+
+static void proxy_stop(tr_ctx *ctx, void *state, int reason) {
+    tr__proxy *p = state;
+    proxy_queue_free(p);
+    if (p->remote_gone || p->remote == 0 || ctx == NULL)
+        return;
+    /* The proxy ends first (its parent stops, it is cancelled): the remote
+     * actor ends too, with the same reason (killed when it was killed). */
+    tr__fwd *f = calloc(1, sizeof *f);
+    if (f == NULL)
+        return;
+    f->peer = p->peer;
+    f->kind = TR__K_CANCEL;
+    f->target = p->remote;
+    f->aux = reason;
+    if (reason == TR_EXIT_KILLED)
+        f->flags = TR__ENV_F_KILL;
+    (void)tr__fwd_send(NULL, tr_ctx_runtime(ctx), p->link, f);
+}
+
+const tr_behavior tr__proxy_behavior = {.name = "troupe.proxy",
+                                        .handle = proxy_handle,
+                                        .on_stop = proxy_stop,
+                                        .state_size = sizeof(tr__proxy),
+                                        .grace_ms = 1000};

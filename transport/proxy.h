@@ -1,0 +1,21 @@
+/* Internal: the proxy actor's state (transport/proxy.c). */
+#ifndef TR_TRANSPORT_PROXY_H
+#define TR_TRANSPORT_PROXY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "transport/remote.h"
+
+typedef struct tr__proxy {
+    tr_ref link;      /* the link actor that owns the socket */
+    uint32_t peer;    /* which worker process (main side) */
+    uint64_t remote;  /* the actor's id over there; 0 until spawned */
+    bool remote_gone; /* ended over there: nothing to cancel */
+    tr__fwd **q;      /* waiting for the spawn */
+    uint32_t nq, capq;
+} tr__proxy;
+
+extern const tr_behavior tr__proxy_behavior;
+
+#endif

@@ -1,0 +1,51 @@
+/* Internal: the process transport shared by the main side (pool.c) and
+ * the worker side (worker.c): the behaviour registry, proxies, and the
+ * link actor that owns a ZeroMQ socket and the codec. */
+#ifndef TR_TRANSPORT_REMOTE_H
+#define TR_TRANSPORT_REMOTE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "actors/system.h"
+#include "transport/codec.h"
+#include "troupe/reactor.h"
+#include "troupe/remote.h"
+
+#define TR__REG_NAME_MAX 64
+
+/* Link actor tags (local messages only; 0xFFFF0600-06FF). */
+#define TR__LT_ZMQ 0xFFFF0600u   /* socket readable (tr_watch) */
+#define TR__LT_FWD 0xFFFF0601u   /* PTR tr__fwd from a proxy */
+#define TR__LT_FLUSH 0xFFFF0602u /* u64: peer index */
+#define TR__LT_DEAD 0xFFFF0603u  /* a worker's pidfd is readable */
+/* Proxy tags. */
+#define TR__PT_SPAWNED 0xFFFF0610u     /* u64: the remote actor's id */
+#define TR__PT_REMOTE_DOWN 0xFFFF0611u /* u64: (int64) exit reason */
+
+/* One envelope on its way out, from a proxy (or spawn) to the link. */
+typedef struct tr__fwd {
+    uint32_t peer;   /* main: worker index; worker: 0 */
+    uint8_t kind;    /* tr__env_kind */
+    uint16_t flags;
+    uint64_t sender; /* actor id in the sending process */
+    uint64_t target; /* actor id in the receiving process */
+    uint64_t req_id;
+    int64_t aux;
+    uint32_t tag;
+    tr_msg *payload; /* owned; NULL = none */
+} tr__fwd;
+
+const tr_behavior *tr__registry_find(const char *name, size_t len);
+
+/* Builds a tr__fwd from a message handled by a proxy (payload moved). */
+tr__fwd *tr__fwd_from_msg(tr_msg *m, uint32_t peer, uint64_t target);
+void tr__fwd_free(void *fwd);
+/* Sends f to the link actor (takes f). */
+int tr__fwd_send(tr_ctx *ctx, tr_runtime *rt, tr_ref link, tr__fwd *f);
+
+/* A message to deliver locally, built from a decoded envelope. */
+tr_msg *tr__msg_from_env(const tr__env *env);
+
+#endif
