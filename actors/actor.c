@@ -607,9 +607,10 @@ bool tr__quiescent(void *arg) {
 
 /* Shutdown cleanup of the incarnation installed in a, if any. */
 static void shutdown_incarnation(tr_ctx *ctx, tr__actor *a) {
+    bool system = a->ext != NULL && a->ext->system;
     if (a->beh != NULL && a->beh != &tr__inbox_behavior &&
-        a->beh != &tr__root_behavior && !(a->ext != NULL && a->ext->system)) {
-        if (ctx->rt->debug)
+        a->beh != &tr__root_behavior) {
+        if (ctx->rt->debug && !system)
             tr__log(TR_LOG_WARN, "debug: actor %s (slot %u) still alive at "
                     "shutdown", a->beh->name ? a->beh->name : "?",
                     tr__slot_index(a));
@@ -617,7 +618,8 @@ static void shutdown_incarnation(tr_ctx *ctx, tr__actor *a) {
         if (a->beh->on_stop != NULL)
             a->beh->on_stop(ctx, a->state, TR_EXIT_SHUTDOWN);
         free(a->state);
-        bump(&ctx->st.ended);
+        if (!system)
+            bump(&ctx->st.ended);
     }
     if (a->ext != NULL && a->ext->inbox != NULL)
         tr__inbox_release(a->ext->inbox);

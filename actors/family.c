@@ -437,8 +437,11 @@ bool tr__sys_handle(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
             ctx->fail_code = 0;
             a->beh->on_child_exit(ctx, a->state, &x);
             if (ctx->stop_req || ctx->fail_code != 0) {
+                /* A drained actor ends with its cancel reason (as in
+                 * actor.c's after_callback). */
                 int why = ctx->fail_code != 0 ? ctx->fail_code
-                                              : TR_EXIT_NORMAL;
+                          : e->phase == TR__PH_DRAINING ? e->reason
+                                                         : TR_EXIT_NORMAL;
                 ctx->stop_req = false;
                 ctx->fail_code = 0;
                 tr__begin_stop(ctx, a, why);

@@ -545,15 +545,20 @@ int tr__link_start_worker(tr__link *l, unsigned i) {
     p->connected = false;
     p->generation++;
     p->pidfd = pidfd_open_(pid);
-    if (p->pidfd >= 0) {
-        if (tr_watch(l->rt, p->pidfd, TR_READABLE, l->self, TR__LT_DEAD,
-                     &p->pidwatch) != 0)
-            tr__log(TR_LOG_WARN, "pool: cannot watch worker %u's pidfd", i);
-    } else {
+    if (p->pidfd < 0)
         tr__log(TR_LOG_WARN, "pool: pidfd_open: %s (worker death is then "
                 "noticed only by its closed connection)", strerror(errno));
-    }
     return 0;
+}
+
+/* The link learns of worker i's death through its pidfd (readable when
+ * the process exits). */
+static void watch_worker(tr__link *l, unsigned i) {
+    tr__peer *p = &l->peers[i];
+    if (p->pidfd >= 0 &&
+        tr_watch(l->rt, p->pidfd, TR_READABLE, l->self, TR__LT_DEAD,
+                 &p->pidwatch) != 0)
+        tr__log(TR_LOG_WARN, "pool: cannot watch worker %u's pidfd", i);
 }
 
 /* A worker process died: everything it ran is lost; start a new one. */
@@ -602,8 +607,10 @@ static void worker_lost(tr_ctx *ctx, tr__link *l, unsigned i) {
      * that cannot start would otherwise be restarted in a tight loop). */
     bool was_up = p->generation > 0 && p->ever_connected;
     p->ever_connected = false;
-    if (!l->stopping && was_up && tr__link_start_worker(l, i) == 0)
+    if (!l->stopping && was_up && tr__link_start_worker(l, i) == 0) {
         p->dead = false;
+        watch_worker(l, i);
+    }
     else if (!l->stopping)
         tr__log(TR_LOG_ERROR, "pool: worker %u died before it connected; "
                 "not restarted", i);
@@ -656,9 +663,9 @@ static int link_start(tr_ctx *ctx, void *state) {
     if (rc != 0)
         return rc;
     if (l->main_side) {
+        /* The processes were started by tr_pool_start. */
         for (unsigned i = 0; i < l->npeers; i++)
-            if ((rc = tr__link_start_worker(l, i)) != 0)
-                return rc;
+            watch_worker(l, i);
     } else {
         tr__peer *p = &l->peers[0];
         p->connected = true;

@@ -66,13 +66,21 @@ TR_API int tr_pool_start(tr_runtime *rt, const tr_pool_config *cfg) {
         return TR_ENOMEM;
     l->worker_threads =
         cfg != NULL && cfg->worker_threads > 0 ? cfg->worker_threads : 1;
-    /* A unique ipc path per pool; unlinked when the pool ends. */
-    snprintf(l->path, sizeof l->path, "/tmp/troupe-%d-%llu.ipc", (int)getpid(),
+    /* A unique name in Linux's abstract socket namespace ("@"): no file
+     * exists, so none can be left behind, even when the main process is
+     * killed with -9. */
+    snprintf(l->endpoint, sizeof l->endpoint, "ipc://@troupe-%d-%llu",
+             (int)getpid(),
              (unsigned long long)atomic_fetch_add(&endpoint_seq, 1));
-    snprintf(l->endpoint, sizeof l->endpoint, "ipc://%s", l->path);
     int rc = tr__link_open(l);
+    /* Start the processes here, so they exist when this returns (before
+     * the runtime runs, too); the link watches them once it starts. */
+    for (unsigned i = 0; rc == 0 && i < n; i++)
+        rc = tr__link_start_worker(l, i);
     if (rc == 0)
         rc = tr__spawn_system(rt, &tr__link_behavior, &l, sizeof l, &l->self);
+    if (rc != 0)
+        tr__link_stop_workers(l);
     if (rc != 0) {
         tr__link_close(l);
         free(l);

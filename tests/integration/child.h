@@ -24,14 +24,14 @@ typedef struct child {
     size_t len;
 } child;
 
-static int64_t now_ms(void) {
+static inline int64_t now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Starts argv[0] (a path) with its stdout on a pipe. */
-static void child_start(child *c, char *const argv[]) {
+static inline void child_start(child *c, char *const argv[]) {
     int fds[2];
     assert_int_equal(pipe(fds), 0);
     c->len = 0;
@@ -49,7 +49,7 @@ static void child_start(child *c, char *const argv[]) {
 }
 
 /* Reads the child's stdout until it has n lines or ms pass. */
-static void read_until_lines(child *c, int n, int ms) {
+static inline void read_until_lines(child *c, int n, int ms) {
     int64_t end = now_ms() + ms;
     for (;;) {
         int lines = 0;
@@ -73,7 +73,7 @@ static void read_until_lines(child *c, int n, int ms) {
 
 /* Waits for the child's exit at most ms; kills it (and fails) past that.
  * Returns the exit status. */
-static int wait_exit(child *c, int ms) {
+static inline int wait_exit(child *c, int ms) {
     int64_t end = now_ms() + ms;
     int status = 0;
     while (waitpid(c->pid, &status, WNOHANG) == 0) {
@@ -91,14 +91,14 @@ static int wait_exit(child *c, int ms) {
     return WEXITSTATUS(status);
 }
 
-static const char *last_line(child *c) {
+static inline const char *last_line(child *c) {
     while (c->len > 0 && c->buf[c->len - 1] == '\n')
         c->buf[--c->len] = 0;
     char *nl = strrchr(c->buf, '\n');
     return nl != NULL ? nl + 1 : c->buf;
 }
 
-static uint64_t field(const char *line, const char *key) {
+static inline uint64_t field(const char *line, const char *key) {
     char pat[64];
     snprintf(pat, sizeof pat, "%s=", key);
     const char *p = strstr(line, pat);

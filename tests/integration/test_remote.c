@@ -1,0 +1,262 @@
+/* Worker processes for real: this test program is also the worker (the
+ * pool execs it again in worker mode), so main() registers the behaviours
+ * and calls tr_worker_main() first, as every troupe program must.
+ * Covers: placement and request/reply across processes, sends both ways,
+ * kill -9 of a worker during requests (every request answered or failed
+ * back with TR_ELOST, monitors get DOWN, the worker is replaced), and the
+ * main process killed with -9 (its workers exit). */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "child.h"
+#include "testutil.h"
+
+enum { T_SQ = 1, T_ANS, T_SLOW, T_GO, T_DONE, T_DOWN_SEEN, T_FAILED };
+
+/* ---- the remote behaviour ---- */
+
+static int square_handle(tr_ctx *ctx, void *st, tr_msg *m) {
+    (void)st;
+    uint64_t v = tr_msg_u64(m);
+    if (tr_msg_tag(m) == T_SLOW)
+        usleep(200 * 1000); /* a CPU-heavy job, as far as we care */
+    if (tr_msg_is_request(m)) {
+        tr_msg *r = tr_msg_new_u64(T_ANS, v * v);
+        return tr_reply(ctx, m, &r);
+    }
+    return tr_send_u64(ctx, tr_msg_sender(m), T_ANS, v + 1000);
+}
+
+static const tr_behavior square_beh = {.name = "square",
+                                       .handle = square_handle};
+
+/* ---- a local client that talks to a remote actor ---- */
+
+typedef struct client {
+    tr_ref remote, report;
+    uint32_t requests; /* how many T_SLOW requests to keep in flight */
+    uint32_t answered, failed;
+} client;
+
+static int client_start(tr_ctx *ctx, void *st) {
+    client *c = st;
+    uint64_t mon;
+    int rc = tr_monitor(ctx, c->remote, &mon);
+    if (rc != 0)
+        return rc;
+    if (c->requests == 0) {
+        if ((rc = tr_send_u64(ctx, c->remote, T_SQ, 7)) != 0)
+            return rc;
+        tr_msg *q = tr_msg_new_u64(T_SQ, 12);
+        return tr_request(ctx, c->remote, &q, 10000, NULL);
+    }
+    for (uint32_t i = 0; i < c->requests; i++) {
+        tr_msg *q = tr_msg_new_u64(T_SLOW, i);
+        if ((rc = tr_request(ctx, c->remote, &q, 20000, NULL)) != 0)
+            return rc;
+    }
+    return tr_send_u64(ctx, c->report, T_GO, c->requests);
+}
+
+static int client_handle(tr_ctx *ctx, void *st, tr_msg *m) {
+    client *c = st;
+    switch (tr_msg_tag(m)) {
+    case TR_TAG_DOWN: {
+        tr_exit x;
+        if (tr_msg_exit(m, &x) != 0)
+            return TR_EPROTO;
+        tu_report(ctx, c->report, T_DOWN_SEEN, (uint64_t)(int64_t)x.reason);
+        tu_report(ctx, c->report, T_DONE,
+                  ((uint64_t)c->answered << 32) | c->failed);
+        return TR_STOP;
+    }
+    case TR_TAG_REMOTE_FAILED:
+        c->failed++;
+        tu_report(ctx, c->report, T_FAILED, tr_msg_u64(m));
+        return 0;
+    case T_ANS:
+        c->answered++;
+        tu_report(ctx, c->report, T_ANS,
+                  tr_msg_is_reply(m) ? tr_msg_u64(m) | (1ull << 40)
+                                     : tr_msg_u64(m));
+        return 0;
+    default:
+        return TR_UNHANDLED;
+    }
+}
+
+static const tr_behavior client_beh = {.name = "client",
+                                       .handle = client_handle,
+                                       .on_start = client_start,
+                                       .state_size = sizeof(client)};
+
+static void pool_env(tu_env *e) {
+    tu_env_init(e, 2);
+    (void)tu_spawn_keeper(e); /* no quiescence while the test drives */
+    TU_ASSERT_OK(tr_pool_start(e->rt, &(tr_pool_config){.processes = 2}));
+    assert_int_equal(tr_pool_size(e->rt), 2);
+}
+
+static void test_request_reply_across_processes(void **state) {
+    tu_env *e = *state;
+    pool_env(e);
+    tr_ref r;
+    TU_ASSERT_OK(tr_runtime_spawn_remote(e->rt, "square", NULL, 0, &r));
+    client c = {.remote = r, .report = e->inbox_ref};
+    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &client_beh, &c, sizeof c, NULL));
+    tu_env_start(e);
+    /* A send (7 + 1000 back as a send) and a request (12 * 12 as reply),
+     * in either order. */
+    uint64_t a = tu_recv_u64(e, T_ANS, 10000);
+    uint64_t b = tu_recv_u64(e, T_ANS, 10000);
+    assert_true((a == 1007 && b == (144 | (1ull << 40))) ||
+                (b == 1007 && a == (144 | (1ull << 40))));
+    /* An unknown behaviour: the proxy ends with TR_ENOTFOUND. */
+    tr_ref bad;
+    TU_ASSERT_OK(tr_runtime_spawn_remote(e->rt, "no-such", NULL, 0, &bad));
+    TU_ASSERT_EVENTUALLY(!tr_actor_alive(e->rt, bad), 10000);
+    tu_env_finish(e);
+}
+
+static void test_kill9_worker_fails_requests_back(void **state) {
+    tu_env *e = *state;
+    pool_env(e);
+    tr_ref r;
+    TU_ASSERT_OK(tr_runtime_spawn_remote(e->rt, "square", NULL, 0, &r));
+    client c = {.remote = r, .report = e->inbox_ref, .requests = 20};
+    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &client_beh, &c, sizeof c, NULL));
+    tu_env_start(e);
+    assert_int_equal(tu_recv_u64(e, T_GO, 10000), 20);
+    /* Let a request or two complete, then kill -9 every worker (the one
+     * running the actor among them). */
+    tu_sleep_ms(500);
+    pid_t pids[2];
+    for (unsigned i = 0; i < 2; i++) {
+        pids[i] = tr_pool_worker_pid(e->rt, i);
+        assert_true(pids[i] > 0);
+        assert_int_equal(kill(pids[i], SIGKILL), 0);
+    }
+    /* Every request is answered or failed back; then the DOWN. */
+    uint32_t failed = 0, answered = 0;
+    for (;;) {
+        tr_msg *m = tu_recv(e, 10000);
+        uint32_t tag = tr_msg_tag(m);
+        uint64_t v = tr_msg_u64(m);
+        tr_msg_destroy(&m);
+        if (tag == T_FAILED) {
+            assert_int_equal((int64_t)v, TR_ELOST);
+            failed++;
+        } else if (tag == T_ANS) {
+            answered++;
+        } else if (tag == T_DOWN_SEEN) {
+            assert_int_equal((int)(int64_t)v, TR_ELOST);
+            break;
+        }
+    }
+    uint64_t done = tu_recv_u64(e, T_DONE, 10000); /* the client's tally */
+    assert_int_equal(done >> 32, answered);
+    assert_int_equal(done & 0xffffffffu, failed);
+    assert_int_equal(answered + failed, 20);
+    assert_true(failed > 0);
+    /* The workers were replaced: a new spawn works. */
+    TU_ASSERT_EVENTUALLY(tr_pool_worker_pid(e->rt, 0) != pids[0] &&
+                             tr_pool_worker_pid(e->rt, 1) != pids[1],
+                         5000);
+    TU_ASSERT_OK(tr_runtime_spawn_remote(e->rt, "square", NULL, 0, &r));
+    client c2 = {.remote = r, .report = e->inbox_ref};
+    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &client_beh, &c2, sizeof c2, NULL));
+    uint64_t x = tu_recv_u64(e, T_ANS, 10000);
+    uint64_t y = tu_recv_u64(e, T_ANS, 10000);
+    assert_true(x + y == 1007 + (144 | (1ull << 40)));
+    tu_env_finish(e);
+}
+
+/* Child mode for the next test: a main process with a pool, killed -9 by
+ * the test. Prints its workers' pids, then waits. */
+static int child_main(void) {
+    tr_runtime *rt;
+    if (tr_runtime_create(&rt, NULL) != 0 ||
+        tr_pool_start(rt, &(tr_pool_config){.processes = 2}) != 0)
+        return 1;
+    tr_ref r;
+    if (tr_runtime_spawn_remote(rt, "square", NULL, 0, &r) != 0)
+        return 1;
+    for (int i = 0; i < 500 && (tr_pool_worker_pid(rt, 0) <= 0 ||
+                                tr_pool_worker_pid(rt, 1) <= 0);
+         i++)
+        usleep(10000);
+    printf("pids %d %d\n", tr_pool_worker_pid(rt, 0),
+           tr_pool_worker_pid(rt, 1));
+    fflush(stdout);
+    (void)tr_runtime_run(rt); /* until killed */
+    return 0;
+}
+
+/* The child main process of the next test, killed by the teardown too
+ * if the test fails half-way (no process is ever left behind). */
+static pid_t g_child = -1;
+static int w0 = 0, w1 = 0;
+
+static int kill_leftovers(void **state) {
+    (void)state;
+    if (g_child > 0) {
+        kill(g_child, SIGKILL);
+        waitpid(g_child, NULL, 0);
+        g_child = -1;
+    }
+    if (w0 > 0)
+        kill(w0, SIGKILL);
+    if (w1 > 0)
+        kill(w1, SIGKILL);
+    return 0;
+}
+
+static void test_main_killed_workers_exit(void **state) {
+    (void)state;
+    child c;
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    assert_true(n > 0);
+    self[n] = 0;
+    setenv("TEST_REMOTE_CHILD", "1", 1);
+    char *const argv[] = {self, NULL};
+    child_start(&c, argv);
+    g_child = c.pid;
+    unsetenv("TEST_REMOTE_CHILD");
+    read_until_lines(&c, 1, 10000);
+    assert_int_equal(sscanf(c.buf, "pids %d %d", &w0, &w1), 2);
+    assert_true(w0 > 0 && w1 > 0);
+    assert_int_equal(kill(w0, 0), 0);
+    assert_int_equal(kill(c.pid, SIGKILL), 0);
+    int status;
+    waitpid(c.pid, &status, 0);
+    g_child = -1;
+    close(c.out);
+    /* PR_SET_PDEATHSIG: both workers go at once (no zombie: init reaps
+     * them). */
+    int64_t end = tu_now_ms() + 5000;
+    while ((kill(w0, 0) == 0 || kill(w1, 0) == 0) && tu_now_ms() < end)
+        usleep(10000);
+    assert_int_not_equal(kill(w0, 0), 0);
+    assert_int_not_equal(kill(w1, 0), 0);
+    w0 = w1 = 0;
+}
+
+int main(int argc, char **argv) {
+    tr_register("square", &square_beh);
+    tr_worker_main(argc, argv); /* does not return in a worker */
+    if (getenv("TEST_REMOTE_CHILD") != NULL)
+        return child_main();
+    const struct CMUnitTest tests[] = {
+        TU_TEST(test_request_reply_across_processes),
+        TU_TEST(test_kill9_worker_fails_requests_back),
+        cmocka_unit_test_teardown(test_main_killed_workers_exit,
+                                  kill_leftovers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
