@@ -181,12 +181,7 @@ static int send_sys_locked(tr_runtime *rt, tr_ctx *ctx, tr_ref to,
         tr__msg_free(m);
         return TR_ENOACTOR;
     }
-    m->target_gen = gen;
-    tr__set_magic(m, TR__MSG_QUEUED);
-    if (rt->track_depth)
-        atomic_fetch_add_explicit(tr__depth_of(a), 1, memory_order_relaxed);
-    if (tr__mailbox_push(&a->mb, &m->node))
-        tr__sched_push(&rt->sched, ctx != NULL ? ctx->w : NULL, a);
+    tr__enqueue(rt, ctx, a, m, gen);
     return 0;
 }
 

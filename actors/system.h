@@ -246,6 +246,18 @@ static inline _Atomic uint32_t *tr__depth_of(const tr__actor *a) {
 
 extern const tr_behavior tr__inbox_behavior;
 
+/* The last step of every send: stamp, count, push, schedule on the
+ * empty->non-empty transition. After the push m belongs to the receiver. */
+static inline void tr__enqueue(tr_runtime *rt, tr_ctx *ctx, tr__actor *a,
+                               tr_msg *m, uint32_t gen) {
+    m->target_gen = gen;
+    tr__set_magic(m, TR__MSG_QUEUED);
+    if (rt->track_depth)
+        atomic_fetch_add_explicit(tr__depth_of(a), 1, memory_order_relaxed);
+    if (tr__mailbox_push(&a->mb, &m->node))
+        tr__sched_push(&rt->sched, ctx != NULL ? ctx->w : NULL, a);
+}
+
 static inline tr_ref tr__make_ref(uint32_t index, uint32_t gen) {
     return (tr_ref){((uint64_t)gen << 32) | ((uint64_t)index + 1)};
 }
