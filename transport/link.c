@@ -287,6 +287,13 @@ static void remove_req(tr__peer *p, uint64_t requester, uint64_t req_id) {
     }
 }
 
+static void load_add(tr__peer *p, int d) {
+    uint32_t cur = __atomic_load_n(&p->load, __ATOMIC_RELAXED);
+    if (d < 0 && cur == 0)
+        return;
+    __atomic_add_fetch(&p->load, (uint32_t)d, __ATOMIC_RELAXED);
+}
+
 static void tell_proxy(tr_ctx *ctx, uint64_t proxy, uint32_t tag,
                        uint64_t v) {
     (void)tr_send_u64(ctx, (tr_ref){proxy}, tag, v);
@@ -312,12 +319,12 @@ static void main_env(tr_ctx *ctx, tr__link *l, tr__peer *p,
         }
         break;
     case TR__K_SPAWN_REPLY:
+        /* load was counted when the spawn picked this worker (pool.c). */
         if (env->aux == 0) {
             (void)tr__idmap_put(&p->proxies, env->sender, env->target);
-            p->load++;
             tell_proxy(ctx, env->target, TR__PT_SPAWNED, env->sender);
         } else {
-            p->load--;
+            load_add(p, -1);
             tell_proxy(ctx, env->target, TR__PT_REMOTE_DOWN,
                        (uint64_t)env->aux);
         }
@@ -331,8 +338,7 @@ static void main_env(tr_ctx *ctx, tr__link *l, tr__peer *p,
         break;
     case TR__K_DOWN:
         if (tr__idmap_del(&p->proxies, env->sender, &proxy)) {
-            if (p->load > 0)
-                p->load--;
+            load_add(p, -1);
             tell_proxy(ctx, proxy, TR__PT_REMOTE_DOWN, (uint64_t)env->aux);
         }
         break;
@@ -540,7 +546,9 @@ int tr__link_start_worker(tr__link *l, unsigned i) {
         tr__log(TR_LOG_ERROR, "pool: fork: %s", strerror(errno));
         return TR_ESYS;
     }
-    p->pid = pid;
+    /* Relaxed atomics: pid and load are read by other threads as hints
+     * (tr_pool_worker_pid, the spawn's choice of worker). */
+    __atomic_store_n(&p->pid, pid, __ATOMIC_RELAXED);
     p->dead = false;
     p->connected = false;
     p->generation++;
@@ -602,7 +610,7 @@ static void worker_lost(tr_ctx *ctx, tr__link *l, unsigned i) {
                        (uint64_t)(int64_t)TR_ELOST);
     }
     tr__idmap_free(&p->proxies);
-    p->load = 0;
+    __atomic_store_n(&p->load, 0, __ATOMIC_RELAXED);
     /* Start a new one, unless this one never even said HELLO (a worker
      * that cannot start would otherwise be restarted in a tight loop). */
     bool was_up = p->generation > 0 && p->ever_connected;
@@ -648,7 +656,7 @@ void tr__link_stop_workers(tr__link *l) {
             }
             usleep(1000);
         }
-        p->pid = 0;
+        __atomic_store_n(&p->pid, 0, __ATOMIC_RELAXED);
         p->dead = true;
     }
 }
