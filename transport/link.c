@@ -303,10 +303,13 @@ static void main_env(tr_ctx *ctx, tr__link *l, tr__peer *p,
                      const tr__env *env) {
     uint64_t proxy = 0;
     switch (env->kind) {
+    case TR__K_HEARTBEAT:
+        break; /* last_rx_ms is all it is for */
     case TR__K_HELLO:
         if (!p->connected) {
             p->connected = true;
             p->ever_connected = true;
+            p->last_rx_ms = tr_now_ms();
             tr__log(TR_LOG_INFO, "pool: worker %s (pid %d) connected",
                     p->ident, (int)p->pid);
             uint32_t n = p->nwaiting;
@@ -413,6 +416,9 @@ static void worker_env(tr_ctx *ctx, tr__link *l, const tr__env *env) {
                                 -1);
         }
         break;
+    case TR__K_HEARTBEAT: /* answer the main side's ping */
+        send_env(ctx, l, 0, TR__K_HEARTBEAT, 0, 0, 0, env->aux);
+        break;
     case TR__K_BYE:
         l->stopping = true;
         (void)tr_runtime_shutdown(l->rt);
@@ -473,10 +479,12 @@ static void drain(tr_ctx *ctx, tr__link *l) {
             zmq_msg_close(&part);
             return;
         }
-        if (p == NULL)
+        if (p == NULL) {
             tr__log(TR_LOG_WARN, "pool: frame from an unknown peer dropped");
-        else
+        } else {
+            p->last_rx_ms = tr_now_ms();
             handle_frame(ctx, l, p, zmq_msg_data(&part), zmq_msg_size(&part));
+        }
         zmq_msg_close(&part);
     }
 }
@@ -674,6 +682,10 @@ static int link_start(tr_ctx *ctx, void *state) {
         /* The processes were started by tr_pool_start. */
         for (unsigned i = 0; i < l->npeers; i++)
             watch_worker(l, i);
+        if (l->hang_timeout_ms > 0 &&
+            (rc = tr_send_every(l->rt, l->self, 100, TR__LT_TICK, &l->tick)) !=
+                0)
+            return rc;
     } else {
         tr__peer *p = &l->peers[0];
         p->connected = true;
@@ -714,6 +726,23 @@ static int link_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
             flush_peer(l, &l->peers[i]);
         break;
     }
+    case TR__LT_TICK: /* heartbeats: ping, and find the silent */
+        for (unsigned i = 0; i < l->npeers; i++) {
+            tr__peer *p = &l->peers[i];
+            if (!p->connected || p->dead)
+                continue;
+            if (tr_now_ms() - p->last_rx_ms > l->hang_timeout_ms) {
+                tr__log(TR_LOG_WARN, "pool: worker %u (pid %d) silent for "
+                        "%lld ms: killed as hung", i, (int)p->pid,
+                        (long long)(tr_now_ms() - p->last_rx_ms));
+                p->last_rx_ms = tr_now_ms(); /* once; its pidfd does the rest */
+                kill(p->pid, SIGKILL);
+                continue;
+            }
+            send_env(ctx, l, i, TR__K_HEARTBEAT, 0, 0, 0,
+                     (int64_t)++p->hb_seq);
+        }
+        break;
     case TR__LT_DEAD:
         for (unsigned i = 0; i < l->npeers; i++)
             if (!l->peers[i].dead && l->peers[i].pid > 0)

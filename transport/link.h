@@ -29,6 +29,8 @@ typedef struct tr__peer {
     tr__fwd **waiting; /* envelopes before the peer said HELLO */
     uint32_t nwaiting, capwaiting;
     uint32_t load;         /* live remote actors */
+    int64_t last_rx_ms;    /* last frame from this peer */
+    uint64_t hb_seq;
     tr__idmap proxies;     /* main: remote actor id -> proxy id */
     tr__pending_req *reqs; /* main: requests in flight to this peer */
     uint32_t nreqs, capreqs;
@@ -46,6 +48,8 @@ typedef struct tr__link {
     tr__peer *peers;
     unsigned npeers;
     unsigned worker_threads;
+    int64_t hang_timeout_ms; /* -1: no hang detection */
+    tr_timer_id tick;
     tr__decoder dec;
     tr_ref self;
     /* worker side */

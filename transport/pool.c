@@ -66,6 +66,10 @@ TR_API int tr_pool_start(tr_runtime *rt, const tr_pool_config *cfg) {
         return TR_ENOMEM;
     l->worker_threads =
         cfg != NULL && cfg->worker_threads > 0 ? cfg->worker_threads : 1;
+    l->hang_timeout_ms = cfg == NULL || cfg->hang_timeout_ms == 0
+                             ? 10000
+                             : cfg->hang_timeout_ms < 0 ? -1
+                                                        : cfg->hang_timeout_ms;
     /* A unique name in Linux's abstract socket namespace ("@"): no file
      * exists, so none can be left behind, even when the main process is
      * killed with -9. */

@@ -11,6 +11,7 @@
 #include "actors/system.h"
 #include "transport/codec.h"
 #include "troupe/reactor.h"
+#include "troupe/timer.h"
 #include "troupe/remote.h"
 
 #define TR__REG_NAME_MAX 64
@@ -20,6 +21,7 @@
 #define TR__LT_FWD 0xFFFF0601u   /* PTR tr__fwd from a proxy */
 #define TR__LT_FLUSH 0xFFFF0602u /* u64: peer index */
 #define TR__LT_DEAD 0xFFFF0603u  /* a worker's pidfd is readable */
+#define TR__LT_TICK 0xFFFF0604u  /* heartbeat period (main side) */
 /* Proxy tags. */
 #define TR__PT_SPAWNED 0xFFFF0610u     /* u64: the remote actor's id */
 #define TR__PT_REMOTE_DOWN 0xFFFF0611u /* u64: (int64) exit reason */

@@ -59,6 +59,12 @@ typedef struct tr_pool_config {
     unsigned processes; /* 0 = online CPUs */
     /* Scheduler threads in each worker process; 0 = 1. */
     unsigned worker_threads;
+    /* Heartbeats: the main side pings each worker every 100 ms; a worker
+     * that answers nothing for this long is declared hung and killed (then
+     * handled like any dead worker). 0 = 10000; -1 = never. A worker
+     * answers from its link actor, so a handler that keeps all of a
+     * worker's scheduler threads busy for that long looks hung. */
+    int64_t hang_timeout_ms;
 } tr_pool_config;
 
 /* Starts the worker processes of rt (once; TR_ESTATE the second time).

@@ -35,6 +35,19 @@ static int square_handle(tr_ctx *ctx, void *st, tr_msg *m) {
 static const tr_behavior square_beh = {.name = "square",
                                        .handle = square_handle};
 
+/* Blocks its worker's only scheduler thread for good: the process looks
+ * hung (no heartbeat answers). */
+static int hang_handle(tr_ctx *ctx, void *st, tr_msg *m) {
+    (void)ctx;
+    (void)st;
+    (void)m;
+    for (;;)
+        pause();
+    return 0;
+}
+
+static const tr_behavior hang_beh = {.name = "hang", .handle = hang_handle};
+
 /* ---- a local client that talks to a remote actor ---- */
 
 typedef struct client {
@@ -176,6 +189,31 @@ static void test_kill9_worker_fails_requests_back(void **state) {
     tu_env_finish(e);
 }
 
+/* A worker that stops answering heartbeats is killed as hung and handled
+ * like a dead one: DOWN with TR_ELOST. */
+static void test_hung_worker_is_killed(void **state) {
+    tu_env *e = *state;
+    tu_env_init(e, 2);
+    (void)tu_spawn_keeper(e);
+    TU_ASSERT_OK(tr_pool_start(e->rt, &(tr_pool_config){.processes = 1,
+                                                         .hang_timeout_ms =
+                                                             500}));
+    tr_ref h;
+    TU_ASSERT_OK(tr_runtime_spawn_remote(e->rt, "hang", NULL, 0, &h));
+    client c = {.remote = h, .report = e->inbox_ref, .requests = 1};
+    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &client_beh, &c, sizeof c, NULL));
+    tu_env_start(e);
+    assert_int_equal(tu_recv_u64(e, T_GO, 10000), 1);
+    int64_t t0 = tu_now_ms();
+    /* The request fails back, then the DOWN: within the hang timeout plus
+     * a heartbeat period or two. */
+    assert_int_equal((int64_t)tu_recv_u64(e, T_FAILED, 10000), TR_ELOST);
+    assert_int_equal((int)(int64_t)tu_recv_u64(e, T_DOWN_SEEN, 10000),
+                     TR_ELOST);
+    assert_true(tu_now_ms() - t0 >= 300);
+    tu_env_finish(e);
+}
+
 /* Child mode for the next test: a main process with a pool, killed -9 by
  * the test. Prints its workers' pids, then waits. */
 static int child_main(void) {
@@ -249,12 +287,14 @@ static void test_main_killed_workers_exit(void **state) {
 
 int main(int argc, char **argv) {
     tr_register("square", &square_beh);
+    tr_register("hang", &hang_beh);
     tr_worker_main(argc, argv); /* does not return in a worker */
     if (getenv("TEST_REMOTE_CHILD") != NULL)
         return child_main();
     const struct CMUnitTest tests[] = {
         TU_TEST(test_request_reply_across_processes),
         TU_TEST(test_kill9_worker_fails_requests_back),
+        TU_TEST(test_hung_worker_is_killed),
         cmocka_unit_test_teardown(test_main_killed_workers_exit,
                                   kill_leftovers),
     };
