@@ -158,8 +158,7 @@ int tr__spawn(tr_runtime *rt, tr_ctx *ctx, const tr_behavior *beh,
 static int spawn_locked(tr_runtime *rt, tr_ctx *ctx, const tr_behavior *beh,
                         const void *init, size_t init_len, tr_ref *out,
                         struct tr_inbox *inbox, tr_ref parent) {
-    if (rt == NULL || beh == NULL ||
-        (beh->handle == NULL && inbox == NULL) ||
+    if (rt == NULL || beh == NULL || (beh->handle == NULL && inbox == NULL) ||
         (init == NULL && init_len > 0) || init_len > beh->state_size)
         return TR_EINVAL;
     if (atomic_load_explicit(&rt->stopping, memory_order_acquire))
@@ -190,8 +189,9 @@ static int spawn_locked(tr_runtime *rt, tr_ctx *ctx, const tr_behavior *beh,
         return TR_ENOMEM;
     }
     tr__actor *a = tr__slot_lookup(rt, (uint64_t)idx + 1);
-    uint32_t gen = (atomic_load_explicit(&a->live_gen, memory_order_relaxed) +
-                    1) & ~TR__GEN_DEAD;
+    uint32_t gen =
+        (atomic_load_explicit(&a->live_gen, memory_order_relaxed) + 1) &
+        ~TR__GEN_DEAD;
     if (gen == 0)
         gen = 1;
     start->flags = TR__F_START;
@@ -202,11 +202,11 @@ static int spawn_locked(tr_runtime *rt, tr_ctx *ctx, const tr_behavior *beh,
     start->sender = parent;
     if (counted) {
         if (ctx != NULL && ctx->w != NULL)
-            atomic_store_explicit(&ctx->st.spawned,
-                                  atomic_load_explicit(&ctx->st.spawned,
-                                                       memory_order_relaxed) +
-                                      1,
-                                  memory_order_relaxed);
+            atomic_store_explicit(
+                &ctx->st.spawned,
+                atomic_load_explicit(&ctx->st.spawned, memory_order_relaxed) +
+                    1,
+                memory_order_relaxed);
         else
             atomic_fetch_add_explicit(&rt->foreign_spawned, 1,
                                       memory_order_relaxed);
@@ -292,9 +292,8 @@ static void debug_leave(tr_ctx *ctx, tr__actor *a, uint32_t tag) {
         tr__log(TR_LOG_WARN,
                 "debug: actor %s (slot %u) blocked worker %u for %lld ms "
                 "handling tag 0x%x",
-                a->beh && a->beh->name ? a->beh->name : "?",
-                tr__slot_index(a), ctx->w->index,
-                (long long)(took / 1000000), tag);
+                a->beh && a->beh->name ? a->beh->name : "?", tr__slot_index(a),
+                ctx->w->index, (long long)(took / 1000000), tag);
 }
 
 static void debug_mailbox(tr_ctx *ctx, tr__actor *a) {
@@ -430,9 +429,9 @@ void tr__behavior_mark_raw_replies(const tr_behavior *beh) {
         const tr_behavior *none = NULL;
         /* Registered once at start-up; relaxed CAS is enough (readers only
          * compare pointers). */
-        if (atomic_compare_exchange_strong_explicit(
-                &raw_replies[i], &none, beh, memory_order_relaxed,
-                memory_order_relaxed) ||
+        if (atomic_compare_exchange_strong_explicit(&raw_replies[i], &none, beh,
+                                                    memory_order_relaxed,
+                                                    memory_order_relaxed) ||
             none == beh)
             return;
     }
@@ -473,8 +472,8 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
     const tr_behavior *beh = a->beh;
     void *state = a->state;
     /* Acquire: pairs with tr_kill's release increment. */
-    uint64_t epoch = atomic_load_explicit(&rt->kill_epoch,
-                                          memory_order_acquire);
+    uint64_t epoch =
+        atomic_load_explicit(&rt->kill_epoch, memory_order_acquire);
     if (gen != 0) {
         set_current(ctx, a);
         if (check_kill(ctx, a)) {
@@ -491,8 +490,8 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
     unsigned n = 0;
     while (n < batch) {
         /* Acquire: pairs with the producer's release link (mailbox.h). */
-        tr__node *node = atomic_load_explicit(&tail->next,
-                                              memory_order_acquire);
+        tr__node *node =
+            atomic_load_explicit(&tail->next, memory_order_acquire);
         if (node == NULL) {
             /* Looks empty, but the last handled message is the stub. Swap
              * the embedded stub back in so an idle actor holds no message
@@ -548,8 +547,7 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
         }
         if (deliver && atomic_load_explicit(&rt->kill_epoch,
                                             memory_order_acquire) != epoch) {
-            epoch = atomic_load_explicit(&rt->kill_epoch,
-                                         memory_order_acquire);
+            epoch = atomic_load_explicit(&rt->kill_epoch, memory_order_acquire);
             if (check_kill(ctx, a)) {
                 deliver = false; /* killed: this message is not handled */
                 recheck = true;
@@ -597,8 +595,8 @@ bool tr__quiescent(void *arg) {
         atomic_load_explicit(&rt->foreign_spawned, memory_order_relaxed);
     uint64_t ended = 0;
     for (unsigned i = 0; i < rt->sched.n; i++) {
-        spawned += atomic_load_explicit(&rt->ctxs[i].st.spawned,
-                                        memory_order_relaxed);
+        spawned +=
+            atomic_load_explicit(&rt->ctxs[i].st.spawned, memory_order_relaxed);
         ended +=
             atomic_load_explicit(&rt->ctxs[i].st.ended, memory_order_relaxed);
     }
@@ -611,9 +609,10 @@ static void shutdown_incarnation(tr_ctx *ctx, tr__actor *a) {
     if (a->beh != NULL && a->beh != &tr__inbox_behavior &&
         a->beh != &tr__root_behavior) {
         if (ctx->rt->debug && !system)
-            tr__log(TR_LOG_WARN, "debug: actor %s (slot %u) still alive at "
-                    "shutdown", a->beh->name ? a->beh->name : "?",
-                    tr__slot_index(a));
+            tr__log(TR_LOG_WARN,
+                    "debug: actor %s (slot %u) still alive at "
+                    "shutdown",
+                    a->beh->name ? a->beh->name : "?", tr__slot_index(a));
         set_current(ctx, a);
         if (a->beh->on_stop != NULL)
             a->beh->on_stop(ctx, a->state, TR_EXIT_SHUTDOWN);
@@ -679,7 +678,8 @@ static void drain_slot(tr_ctx *ctx, tr__actor *a) {
  * No thread pushes any more, so the queues can be walked in place. */
 static void settle_queued(tr_runtime *rt, tr__actor *a) {
     tr__node *n = atomic_load_explicit(&a->mb.tail->next, memory_order_acquire);
-    for (; n != NULL; n = atomic_load_explicit(&n->next, memory_order_acquire)) {
+    for (; n != NULL;
+         n = atomic_load_explicit(&n->next, memory_order_acquire)) {
         if (n == &a->stub)
             continue;
         tr_msg *m = (tr_msg *)n;
@@ -688,9 +688,8 @@ static void settle_queued(tr_runtime *rt, tr__actor *a) {
         if ((m->flags & TR__F_START) && a->beh == NULL) {
             a->beh = m->u.start.beh;
             a->run_gen = m->target_gen | (a->run_gen & TR__STUB_QUEUED);
-            a->state = m->u.start.beh == &tr__inbox_behavior
-                           ? NULL
-                           : m->u.start.state;
+            a->state =
+                m->u.start.beh == &tr__inbox_behavior ? NULL : m->u.start.state;
             tr__actor_ext *e = NULL;
             if (a->beh == &tr__inbox_behavior || m->sender.id != 0 ||
                 a->beh == &tr__root_behavior)
@@ -811,9 +810,9 @@ TR_API bool tr_actor_alive(tr_runtime *rt, tr_ref ref) {
     if (rt == NULL)
         return false;
     tr__actor *a = tr__slot_lookup(rt, ref.id);
-    return a != NULL && atomic_load_explicit(&a->live_gen,
-                                             memory_order_acquire) ==
-                            (uint32_t)(ref.id >> 32);
+    return a != NULL &&
+           atomic_load_explicit(&a->live_gen, memory_order_acquire) ==
+               (uint32_t)(ref.id >> 32);
 }
 
 TR_API int64_t tr_actor_mailbox_depth(tr_runtime *rt, tr_ref ref) {

@@ -147,8 +147,7 @@ TR_API const char *tr_exit_reason_name(int reason) {
     }
 }
 
-static int send_sys_locked(tr_runtime *rt, tr_ctx *ctx, tr_ref to,
-                           tr_msg *m);
+static int send_sys_locked(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m);
 
 /* Sends a system message. System messages are accepted by an actor that
  * is being killed (KILL bit): its children's exits must still reach it. */
@@ -172,8 +171,7 @@ int tr__send_sys(tr_runtime *rt, tr_ctx *ctx, tr_ref from, tr_ref to,
     return rc;
 }
 
-static int send_sys_locked(tr_runtime *rt, tr_ctx *ctx, tr_ref to,
-                           tr_msg *m) {
+static int send_sys_locked(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m) {
     tr__actor *a = tr__slot_lookup(rt, to.id);
     uint32_t gen = (uint32_t)(to.id >> 32);
     if (a == NULL || (atomic_load_explicit(&a->live_gen, memory_order_acquire) &
@@ -193,7 +191,7 @@ static int64_t grace_of(const tr__actor *a, int64_t asked) {
     if (asked >= 0)
         return asked;
     return a->beh != NULL && a->beh->grace_ms > 0 ? a->beh->grace_ms
-                                                   : TR_DEFAULT_GRACE_MS;
+                                                  : TR_DEFAULT_GRACE_MS;
 }
 
 /* Arms the self-kill timer once (the grace of a cancelled actor). */
@@ -231,12 +229,11 @@ static void advance_stop(tr_ctx *ctx, tr__actor *a) {
         int why = e->reason == TR_EXIT_CANCELLED || e->reason == TR_EXIT_TIMEOUT
                       ? e->reason
                       : TR_EXIT_SHUTDOWN;
-        int rc = e->killed
-                     ? tr__send_sys(ctx->rt, ctx, self_ref(a), c, TR__SYS_KILL,
-                                    0, NULL)
-                     : tr__send_sys(ctx->rt, ctx, self_ref(a), c, TR__SYS_STOP,
-                                    (uint64_t)(int64_t)why,
-                                    tr_msg_new_u64(0, (uint64_t)-1));
+        int rc = e->killed ? tr__send_sys(ctx->rt, ctx, self_ref(a), c,
+                                          TR__SYS_KILL, 0, NULL)
+                           : tr__send_sys(ctx->rt, ctx, self_ref(a), c,
+                                          TR__SYS_STOP, (uint64_t)(int64_t)why,
+                                          tr_msg_new_u64(0, (uint64_t)-1));
         /* TR_ENOACTOR: already dead, its SYS_EXIT is on its way; wait. */
         (void)rc;
         (void)tr__kids_add(&e->asked, c);
@@ -255,8 +252,7 @@ static void advance_stop(tr_ctx *ctx, tr__actor *a) {
 void tr__begin_stop(tr_ctx *ctx, tr__actor *a, int reason) {
     tr__actor_ext *e = a->ext;
     if (e == NULL || (tr__kids_count(&e->kids) == 0 && !e->is_root)) {
-        tr__finish(ctx, a, (e != NULL && e->killed) ? TR_EXIT_KILLED
-                                                     : reason);
+        tr__finish(ctx, a, (e != NULL && e->killed) ? TR_EXIT_KILLED : reason);
         return;
     }
     if (e->phase == TR__PH_STOPPING)
@@ -336,8 +332,8 @@ static void notify_exit(tr_ctx *ctx, tr__actor *a, int reason) {
         return;
     /* Monitors this actor held: their targets drop the entries. */
     for (uint32_t i = 0; i < e->nmons; i++)
-        (void)tr__send_sys(ctx->rt, ctx, me, e->mons[i].who,
-                           TR__SYS_DEMONITOR, e->mons[i].id, NULL);
+        (void)tr__send_sys(ctx->rt, ctx, me, e->mons[i].who, TR__SYS_DEMONITOR,
+                           e->mons[i].id, NULL);
     for (uint32_t i = 0; i < e->nwatchers; i++) {
         tr_msg *d = exit_msg(TR_TAG_DOWN, me, reason, e->watchers[i].id, text);
         if (d != NULL && tr__send(ctx->rt, ctx, e->watchers[i].who, d) != 0)
@@ -434,9 +430,9 @@ bool tr__sys_handle(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
             if (ctx->stop_req || ctx->fail_code != 0) {
                 /* A drained actor ends with its cancel reason (as in
                  * actor.c's after_callback). */
-                int why = ctx->fail_code != 0 ? ctx->fail_code
+                int why = ctx->fail_code != 0           ? ctx->fail_code
                           : e->phase == TR__PH_DRAINING ? e->reason
-                                                         : TR_EXIT_NORMAL;
+                                                        : TR_EXIT_NORMAL;
                 ctx->stop_req = false;
                 ctx->fail_code = 0;
                 tr__begin_stop(ctx, a, why);
@@ -468,8 +464,8 @@ bool tr__sys_handle(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
         return false;
     case TR__SYS_LINK_EXIT: {
         int reason = (int)(int64_t)m->req_id;
-        bool was_linked = m->sender.id == 0 ||
-                          refs_remove(e->links, &e->nlinks, m->sender);
+        bool was_linked =
+            m->sender.id == 0 || refs_remove(e->links, &e->nlinks, m->sender);
         if (!was_linked)
             return false; /* unlinked meanwhile */
         if (e->trap && e->phase != TR__PH_STOPPING) {
@@ -482,8 +478,8 @@ bool tr__sys_handle(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
         return false;
     }
     case TR__SYS_MONITOR:
-        if (!vec_grow((void **)&e->watchers, &e->capwatchers,
-                      e->nwatchers + 1, sizeof *e->watchers)) {
+        if (!vec_grow((void **)&e->watchers, &e->capwatchers, e->nwatchers + 1,
+                      sizeof *e->watchers)) {
             tr__log(TR_LOG_ERROR, "monitor: out of memory");
             return false;
         }
@@ -517,8 +513,7 @@ bool tr__sys_handle(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
 /* ---- public calls ---- */
 
 static tr__actor *handler_actor(tr_ctx *ctx) {
-    return ctx != NULL && ctx->cur != NULL && !ctx->shutdown ? ctx->cur
-                                                              : NULL;
+    return ctx != NULL && ctx->cur != NULL && !ctx->shutdown ? ctx->cur : NULL;
 }
 
 TR_API tr_ref tr_parent(const tr_ctx *ctx) {
@@ -566,8 +561,8 @@ TR_API int tr_link(tr_ctx *ctx, tr_ref other) {
             return 0;
     if (!refs_push(&e->links, &e->nlinks, &e->caplinks, other))
         return TR_ENOMEM;
-    int rc = tr__send_sys(ctx->rt, ctx, ctx->self, other, TR__SYS_LINK, 0,
-                          NULL);
+    int rc =
+        tr__send_sys(ctx->rt, ctx, ctx->self, other, TR__SYS_LINK, 0, NULL);
     if (rc == TR_ENOACTOR) {
         /* Dead already: the exit comes to us as if it had just happened. */
         rc = tr__send_sys(ctx->rt, ctx, other, ctx->self, TR__SYS_LINK_EXIT,
@@ -583,8 +578,7 @@ TR_API int tr_unlink(tr_ctx *ctx, tr_ref other) {
         return TR_ENOCTX;
     if (a->ext == NULL || !refs_remove(a->ext->links, &a->ext->nlinks, other))
         return TR_ENOTFOUND;
-    (void)tr__send_sys(ctx->rt, ctx, ctx->self, other, TR__SYS_UNLINK, 0,
-                       NULL);
+    (void)tr__send_sys(ctx->rt, ctx, ctx->self, other, TR__SYS_UNLINK, 0, NULL);
     return 0;
 }
 
@@ -600,15 +594,15 @@ TR_API int tr_monitor(tr_ctx *ctx, tr_ref target, uint64_t *id) {
     if (a == NULL)
         return TR_ENOCTX;
     tr__actor_ext *e = tr__ext(a);
-    if (e == NULL ||
-        !vec_grow((void **)&e->mons, &e->capmons, e->nmons + 1, sizeof *e->mons))
+    if (e == NULL || !vec_grow((void **)&e->mons, &e->capmons, e->nmons + 1,
+                               sizeof *e->mons))
         return TR_ENOMEM;
     uint64_t mid = ++e->next_mon_id;
     e->mons[e->nmons++] = (tr__watcher){target, mid};
     if (id != NULL)
         *id = mid;
-    int rc = tr__send_sys(ctx->rt, ctx, ctx->self, target, TR__SYS_MONITOR,
-                          mid, NULL);
+    int rc = tr__send_sys(ctx->rt, ctx, ctx->self, target, TR__SYS_MONITOR, mid,
+                          NULL);
     if (rc == TR_ENOACTOR) {
         tr_msg *d = exit_msg(TR_TAG_DOWN, target, TR_EXIT_NOPROC, mid, "");
         if (d == NULL)
@@ -657,8 +651,8 @@ TR_API int tr_cancel(tr_runtime *rt, tr_ref target, int reason,
     tr_msg *g = tr_msg_new_u64(0, (uint64_t)grace_ms);
     if (g == NULL)
         return TR_ENOMEM;
-    return tr__send_sys(rt, ctx, ctx != NULL ? ctx->self : TR_REF_NONE,
-                        target, TR__SYS_STOP, (uint64_t)(int64_t)reason, g);
+    return tr__send_sys(rt, ctx, ctx != NULL ? ctx->self : TR_REF_NONE, target,
+                        TR__SYS_STOP, (uint64_t)(int64_t)reason, g);
 }
 
 TR_API int tr_kill(tr_runtime *rt, tr_ref target) {

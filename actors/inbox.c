@@ -38,8 +38,8 @@ const tr_behavior tr__inbox_behavior = {.name = "inbox",
 
 static void free_list(tr_msg *m) {
     while (m != NULL) {
-        tr_msg *n = (tr_msg *)atomic_load_explicit(&m->node.next,
-                                                   memory_order_relaxed);
+        tr_msg *n =
+            (tr_msg *)atomic_load_explicit(&m->node.next, memory_order_relaxed);
         tr__msg_free(m);
         m = n;
     }
@@ -148,8 +148,8 @@ TR_API int tr_inbox_recv(tr_inbox *ib, int64_t timeout_ms, tr_msg **out) {
     }
     tr_msg *m = ib->head;
     if (m != NULL) {
-        ib->head = (tr_msg *)atomic_load_explicit(&m->node.next,
-                                                  memory_order_relaxed);
+        ib->head =
+            (tr_msg *)atomic_load_explicit(&m->node.next, memory_order_relaxed);
         if (ib->head == NULL)
             ib->tail = NULL;
     }
@@ -173,15 +173,14 @@ TR_API void tr_inbox_destroy(tr_inbox **pib) {
                        NULL);
     tr__actor *a = tr__slot_lookup(ib->rt, ib->ref.id);
     if (a != NULL) {
-        uint32_t cur =
-            atomic_load_explicit(&a->live_gen, memory_order_relaxed);
+        uint32_t cur = atomic_load_explicit(&a->live_gen, memory_order_relaxed);
         /* Only our incarnation: the worker may already have freed and
          * reused the slot. */
         while ((cur & TR__GEN_MASK) == (uint32_t)(ib->ref.id >> 32) &&
                !(cur & TR__GEN_DEAD) &&
                !atomic_compare_exchange_weak_explicit(
-                   &a->live_gen, &cur, cur | TR__GEN_DEAD,
-                   memory_order_release, memory_order_relaxed)) {
+                   &a->live_gen, &cur, cur | TR__GEN_DEAD, memory_order_release,
+                   memory_order_relaxed)) {
         }
     }
     pthread_mutex_lock(&ib->lock);

@@ -60,8 +60,8 @@ static void index_delete(tr__kids *k, uint32_t i) {
      * when their home slot is not between the hole and them. */
     for (uint32_t j = (i + 1) & mask; k->index[j] != 0; j = (j + 1) & mask) {
         uint32_t home = hash(k->v[k->index[j] - 1].id, mask);
-        bool movable = (j > i) ? (home <= i || home > j)
-                               : (home <= i && home > j);
+        bool movable =
+            (j > i) ? (home <= i || home > j) : (home <= i && home > j);
         if (movable) {
             k->index[i] = k->index[j];
             k->index[j] = 0;

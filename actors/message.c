@@ -116,8 +116,10 @@ TR_API int tr_msg_destroy(tr_msg **msg) {
     tr_msg *m = *msg;
     *msg = NULL;
     if (tr__magic(m) != TR__MSG_LIVE) {
-        tr__log(TR_LOG_ERROR, "tr_msg_destroy: message %p already freed, "
-                "sent or borrowed from a handler", (void *)m);
+        tr__log(TR_LOG_ERROR,
+                "tr_msg_destroy: message %p already freed, "
+                "sent or borrowed from a handler",
+                (void *)m);
         return TR_EFREED;
     }
     tr__msg_free(m);

@@ -30,7 +30,7 @@ enum {
 struct tr_msg {
     tr__node node;
     uint32_t tag;
-    uint8_t kind;  /* tr_payload_kind */
+    uint8_t kind; /* tr_payload_kind */
     /* TR__MSG_*. Atomic (relaxed) because misuse -- sending or freeing a
      * message again after it was sent -- reads it while the receiver
      * writes it; the checks then fail cleanly instead of racing. */

@@ -90,8 +90,7 @@ TR_API int tr_runtime_create(tr_runtime **out, const tr_runtime_config *cfg) {
     rt->foreign.rt = rt;
     int rc = TR_ENOMEM;
     if (tr__sched_init(&rt->sched, rt->cfg.workers, tr__actor_run,
-                       tr__quiescent, rt,
-                       offsetof(tr__actor, sched_link)) != 0)
+                       tr__quiescent, rt, offsetof(tr__actor, sched_link)) != 0)
         goto fail_sched;
     rt->ctxs = calloc(rt->cfg.workers, sizeof *rt->ctxs);
     if (rt->ctxs == NULL)
@@ -132,8 +131,8 @@ TR_API int tr_runtime_create(tr_runtime **out, const tr_runtime_config *cfg) {
     if (rc != 0)
         goto fail_reactor;
     rc = tr__offload_init(&rt->offload, rt->cfg.offload_threads,
-                          rt->cfg.offload_queue, deliver, wrap_result,
-                          free_msg, rt);
+                          rt->cfg.offload_queue, deliver, wrap_result, free_msg,
+                          rt);
     if (rc != 0)
         goto fail_offload;
     rc = tr__root_create(rt);
@@ -252,26 +251,26 @@ TR_API void tr_runtime_get_stats(const tr_runtime *rt, tr_runtime_stats *out) {
     if (rt == NULL)
         return;
     const tr_ctx *all[2] = {&rt->foreign, NULL};
-    out->spawned = atomic_load_explicit(&rt->foreign_spawned,
-                                        memory_order_relaxed);
-    out->sends_refused = atomic_load_explicit(&rt->foreign_refused,
-                                              memory_order_relaxed);
+    out->spawned =
+        atomic_load_explicit(&rt->foreign_spawned, memory_order_relaxed);
+    out->sends_refused =
+        atomic_load_explicit(&rt->foreign_refused, memory_order_relaxed);
     for (unsigned i = 0; i <= rt->cfg.workers; i++) {
         const tr_ctx *c = i < rt->cfg.workers ? &rt->ctxs[i] : all[0];
-        out->spawned += atomic_load_explicit(&c->st.spawned,
-                                             memory_order_relaxed);
+        out->spawned +=
+            atomic_load_explicit(&c->st.spawned, memory_order_relaxed);
         out->ended += atomic_load_explicit(&c->st.ended, memory_order_relaxed);
-        out->dead_letters += atomic_load_explicit(&c->st.dead_letters,
-                                                  memory_order_relaxed);
-        out->late_replies += atomic_load_explicit(&c->st.late_replies,
-                                                  memory_order_relaxed);
-        out->sends_refused += atomic_load_explicit(&c->st.refused,
-                                                   memory_order_relaxed);
-        out->unhandled += atomic_load_explicit(&c->st.unhandled,
-                                               memory_order_relaxed);
+        out->dead_letters +=
+            atomic_load_explicit(&c->st.dead_letters, memory_order_relaxed);
+        out->late_replies +=
+            atomic_load_explicit(&c->st.late_replies, memory_order_relaxed);
+        out->sends_refused +=
+            atomic_load_explicit(&c->st.refused, memory_order_relaxed);
+        out->unhandled +=
+            atomic_load_explicit(&c->st.unhandled, memory_order_relaxed);
     }
-    out->timers_fired = atomic_load_explicit(&rt->reactor.fired,
-                                             memory_order_relaxed);
+    out->timers_fired =
+        atomic_load_explicit(&rt->reactor.fired, memory_order_relaxed);
 }
 
 TR_API int64_t tr_now_ms(void) { return tr__now_ns() / 1000000; }

@@ -13,11 +13,10 @@
 
 void tr__count_refused(tr_runtime *rt, tr_ctx *ctx) {
     if (ctx != NULL && ctx->w != NULL)
-        atomic_store_explicit(&ctx->st.refused,
-                              atomic_load_explicit(&ctx->st.refused,
-                                                   memory_order_relaxed) +
-                                  1,
-                              memory_order_relaxed);
+        atomic_store_explicit(
+            &ctx->st.refused,
+            atomic_load_explicit(&ctx->st.refused, memory_order_relaxed) + 1,
+            memory_order_relaxed);
     else
         atomic_fetch_add_explicit(&rt->foreign_refused, 1,
                                   memory_order_relaxed);
@@ -259,12 +258,11 @@ bool tr__request_filter(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
             i++;
     if (e == NULL || i == e->npending) {
         if (m->flags & TR__F_REPLY) {
-            atomic_store_explicit(
-                &ctx->st.late_replies,
-                atomic_load_explicit(&ctx->st.late_replies,
-                                     memory_order_relaxed) +
-                    1,
-                memory_order_relaxed);
+            atomic_store_explicit(&ctx->st.late_replies,
+                                  atomic_load_explicit(&ctx->st.late_replies,
+                                                       memory_order_relaxed) +
+                                      1,
+                                  memory_order_relaxed);
             tr__log(TR_LOG_DEBUG, "late reply to request %llu discarded",
                     (unsigned long long)m->req_id);
         }

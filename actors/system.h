@@ -132,7 +132,7 @@ struct tr_runtime {
     tr__reactor reactor;
     tr__offload offload;
     tr_runtime_config cfg;
-    tr_ctx *ctxs; /* one per worker */
+    tr_ctx *ctxs;   /* one per worker */
     tr_ctx foreign; /* stats for foreign threads (atomic adds) */
 
     alignas(64) _Atomic int stopping;

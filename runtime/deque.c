@@ -31,12 +31,11 @@ void *tr__deque_pop(tr__deque *d) {
         atomic_store_explicit(&d->bottom, b + 1, memory_order_relaxed);
         return NULL;
     }
-    void *unit = atomic_load_explicit(&d->slots[b & MASK],
-                                      memory_order_relaxed);
+    void *unit =
+        atomic_load_explicit(&d->slots[b & MASK], memory_order_relaxed);
     if (t == b) { /* last element: race thieves for it via top */
         if (!atomic_compare_exchange_strong_explicit(
-                &d->top, &t, t + 1, memory_order_seq_cst,
-                memory_order_relaxed))
+                &d->top, &t, t + 1, memory_order_seq_cst, memory_order_relaxed))
             unit = NULL;
         atomic_store_explicit(&d->bottom, b + 1, memory_order_relaxed);
     }
@@ -50,11 +49,10 @@ void *tr__deque_steal(tr__deque *d) {
         return NULL;
     /* Acquire via the seq_cst load of bottom above (pairs with the owner's
      * release in push): the slot's value is visible. */
-    void *unit = atomic_load_explicit(&d->slots[t & MASK],
-                                      memory_order_relaxed);
-    if (!atomic_compare_exchange_strong_explicit(&d->top, &t, t + 1,
-                                                 memory_order_seq_cst,
-                                                 memory_order_relaxed))
+    void *unit =
+        atomic_load_explicit(&d->slots[t & MASK], memory_order_relaxed);
+    if (!atomic_compare_exchange_strong_explicit(
+            &d->top, &t, t + 1, memory_order_seq_cst, memory_order_relaxed))
         return NULL;
     return unit;
 }

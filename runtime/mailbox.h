@@ -54,8 +54,8 @@ static inline bool tr__mailbox_push(tr__mailbox *mb, tr__node *n) {
     /* acq_rel: release publishes n's contents to whoever follows the chain
      * from head; acquire orders us after the previous pusher so linking
      * prev->next below cannot be reordered before it. */
-    uintptr_t prev = atomic_exchange_explicit(&mb->head, (uintptr_t)n,
-                                              memory_order_acq_rel);
+    uintptr_t prev =
+        atomic_exchange_explicit(&mb->head, (uintptr_t)n, memory_order_acq_rel);
     tr__node *p = (tr__node *)(prev & ~TR__MB_EMPTY);
     /* Release: the consumer's acquire load of p->next sees n's contents. */
     atomic_store_explicit(&p->next, n, memory_order_release);

@@ -68,8 +68,7 @@ int tr__offload_submit(tr__offload *o, tr__job_fn fn, void *arg, uint64_t to,
     }
     /* Start a thread per job until the pool is full. */
     if (o->started < o->nthreads && o->started <= o->len) {
-        if (pthread_create(&o->threads[o->started], NULL, offload_main, o) ==
-            0)
+        if (pthread_create(&o->threads[o->started], NULL, offload_main, o) == 0)
             o->started++;
         else if (o->started == 0) {
             pthread_mutex_unlock(&o->lock);

@@ -24,8 +24,7 @@ void tr__futex_wait(_Atomic uint32_t *word, uint32_t expected,
 }
 
 void tr__futex_wake(_Atomic uint32_t *word, int n) {
-    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, n, NULL, NULL,
-            0);
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
 }
 
 int64_t tr__now_ns(void) {

@@ -12,9 +12,9 @@
 #include "runtime/reactor.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -67,8 +67,8 @@ static int64_t fire_due(tr__reactor *r) {
                               ? INT64_MAX
                               : t->deadline + t->period;
             if (t->deadline <= now) /* fell behind: skip, don't burst */
-                t->deadline = now > INT64_MAX - t->period ? INT64_MAX
-                                                          : now + t->period;
+                t->deadline =
+                    now > INT64_MAX - t->period ? INT64_MAX : now + t->period;
             tr__timerheap_update(&r->timers, t);
         } else {
             m = t->msg;
@@ -135,8 +135,7 @@ static void handle_fd_event(tr__reactor *r, uint64_t id, uint32_t epev) {
     if (rc != 0) {
         r->free_msg(m);
         if (rc == TR_ENOACTOR) {
-            tr__log(TR_LOG_INFO, "watch on fd %d removed: actor is dead",
-                    w.fd);
+            tr__log(TR_LOG_INFO, "watch on fd %d removed: actor is dead", w.fd);
             (void)tr__reactor_unwatch(r, id);
         }
     }
@@ -285,8 +284,8 @@ int tr__reactor_watch(tr__reactor *r, int fd, uint32_t events, uint64_t to,
         if (r->nwatches == r->capwatches) {
             uint32_t ncap = r->capwatches ? r->capwatches * 2 : 16;
             tr__watch *nw = realloc(r->watches, ncap * sizeof *nw);
-            uint32_t *nf = nw ? realloc(r->free_watches, ncap * sizeof *nf)
-                              : NULL;
+            uint32_t *nf =
+                nw ? realloc(r->free_watches, ncap * sizeof *nf) : NULL;
             if (nw != NULL)
                 r->watches = nw;
             if (nf == NULL) {
@@ -319,8 +318,7 @@ int tr__reactor_watch(tr__reactor *r, int fd, uint32_t events, uint64_t to,
         w->used = false;
         r->free_watches[r->nfree_watches++] = idx;
         pthread_mutex_unlock(&r->lock);
-        tr__log(TR_LOG_WARN, "tr_watch: epoll_ctl(fd %d): %s", fd,
-                strerror(e));
+        tr__log(TR_LOG_WARN, "tr_watch: epoll_ctl(fd %d): %s", fd, strerror(e));
         return e == ENOMEM ? TR_ENOMEM : TR_EINVAL;
     }
     pthread_mutex_unlock(&r->lock);

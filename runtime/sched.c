@@ -96,9 +96,9 @@ static void wake_one(tr__sched *s) {
         tr__worker *w = &s->workers[i];
         uint32_t one = 1;
         if (atomic_load_explicit(&w->sleep_word, memory_order_relaxed) == 1 &&
-            atomic_compare_exchange_strong_explicit(
-                &w->sleep_word, &one, 0, memory_order_seq_cst,
-                memory_order_relaxed)) {
+            atomic_compare_exchange_strong_explicit(&w->sleep_word, &one, 0,
+                                                    memory_order_seq_cst,
+                                                    memory_order_relaxed)) {
             /* The spinning token passes to w (it decrements nspinning). */
             tr__futex_wake(&w->sleep_word, 1);
             return;
@@ -125,8 +125,8 @@ static void notify(tr__sched *s) {
 
 void tr__sched_push(tr__sched *s, tr__worker *w, void *unit) {
     if (w != NULL && w->sched == s) {
-        void *old = atomic_exchange_explicit(&w->next, unit,
-                                             memory_order_acq_rel);
+        void *old =
+            atomic_exchange_explicit(&w->next, unit, memory_order_acq_rel);
         /* A unit only in our next slot runs after this turn: no wakeup
          * (that would cost a futex call per ping-pong hop and keep the
          * other core spinning). If this turn runs long, the monitor sees
@@ -342,11 +342,10 @@ static void *worker_main(void *arg) {
     void *unit;
     while ((unit = find_work(w)) != NULL) {
         for (;;) {
-            atomic_store_explicit(&w->ticks,
-                                  atomic_load_explicit(&w->ticks,
-                                                       memory_order_relaxed) +
-                                      1,
-                                  memory_order_relaxed);
+            atomic_store_explicit(
+                &w->ticks,
+                atomic_load_explicit(&w->ticks, memory_order_relaxed) + 1,
+                memory_order_relaxed);
             if (!s->run(w, unit, s->arg))
                 break;
             /* Still runnable after a full batch: yield to the back of the

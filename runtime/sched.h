@@ -49,7 +49,8 @@ struct tr__sched {
     tr__run_fn run;
     tr__quiescent_fn quiescent;
     void *arg;
-    size_t link_off; /* offset of the unit's `void *` link for the inject queue */
+    size_t
+        link_off; /* offset of the unit's `void *` link for the inject queue */
 
     alignas(64) pthread_mutex_t inj_lock;
     void *inj_head, *inj_tail;

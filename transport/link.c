@@ -129,8 +129,7 @@ void tr__link_close(tr__link *l) {
 
 /* ---- sending ---- */
 
-static void send_frame(tr__link *l, tr__peer *p, const void *data,
-                       size_t len) {
+static void send_frame(tr__link *l, tr__peer *p, const void *data, size_t len) {
     int rc = 0;
     if (l->main_side)
         rc = zmq_send(l->sock, p->ident, p->identlen, ZMQ_SNDMORE);
@@ -198,8 +197,8 @@ static void enqueue(tr_ctx *ctx, tr__link *l, tr__fwd *f) {
         return;
     }
     if (l->main_side && f->kind == TR__K_REQUEST &&
-        tr__grow((void **)&p->reqs, &p->capreqs, p->nreqs + 1,
-                 sizeof *p->reqs, 16))
+        tr__grow((void **)&p->reqs, &p->capreqs, p->nreqs + 1, sizeof *p->reqs,
+                 16))
         p->reqs[p->nreqs++] = (tr__pending_req){f->sender, f->req_id};
     tr__env env;
     env_from_fwd(f, &env);
@@ -213,8 +212,8 @@ static void enqueue(tr_ctx *ctx, tr__link *l, tr__fwd *f) {
                 f->kind, f->tag, tr_strerror(rc));
     else if (!p->flush_sched) {
         p->flush_sched = true;
-        if (tr_send_u64(ctx, l->self, TR__LT_FLUSH,
-                        (uint64_t)(p - l->peers)) != 0)
+        if (tr_send_u64(ctx, l->self, TR__LT_FLUSH, (uint64_t)(p - l->peers)) !=
+            0)
             flush_peer(l, p);
     }
     tr__fwd_free(f);
@@ -267,8 +266,8 @@ static tr_ref reverse_proxy(tr_ctx *ctx, tr__link *l, uint64_t main_id) {
     uint64_t v;
     if (main_id == 0)
         return TR_REF_NONE;
-    if (tr__idmap_get(&l->reverse, main_id, &v) && tr_actor_alive(l->rt,
-                                                                   (tr_ref){v}))
+    if (tr__idmap_get(&l->reverse, main_id, &v) &&
+        tr_actor_alive(l->rt, (tr_ref){v}))
         return (tr_ref){v};
     tr__proxy init = {.link = l->self, .peer = 0, .remote = main_id};
     tr_ref r;
@@ -294,8 +293,7 @@ static void load_add(tr__peer *p, int d) {
     __atomic_add_fetch(&p->load, (uint32_t)d, __ATOMIC_RELAXED);
 }
 
-static void tell_proxy(tr_ctx *ctx, uint64_t proxy, uint32_t tag,
-                       uint64_t v) {
+static void tell_proxy(tr_ctx *ctx, uint64_t proxy, uint32_t tag, uint64_t v) {
     (void)tr_send_u64(ctx, (tr_ref){proxy}, tag, v);
 }
 
@@ -310,8 +308,8 @@ static void main_env(tr_ctx *ctx, tr__link *l, tr__peer *p,
             p->connected = true;
             p->ever_connected = true;
             p->last_rx_ms = tr_now_ms();
-            tr__log(TR_LOG_INFO, "pool: worker %s (pid %d) connected",
-                    p->ident, (int)p->pid);
+            tr__log(TR_LOG_INFO, "pool: worker %s (pid %d) connected", p->ident,
+                    (int)p->pid);
             uint32_t n = p->nwaiting;
             tr__fwd **w = p->waiting;
             p->waiting = NULL;
@@ -394,8 +392,8 @@ static void worker_env(tr_ctx *ctx, tr__link *l, const tr__env *env) {
         uint64_t mon = 0;
         if (rc == 0 && (rc = tr_monitor(ctx, a, &mon)) == 0)
             (void)tr__idmap_put(&l->watching, mon, env->sender);
-        send_env(ctx, l, 0, TR__K_SPAWN_REPLY, rc == 0 ? a.id : 0,
-                 env->sender, env->req_id, rc);
+        send_env(ctx, l, 0, TR__K_SPAWN_REPLY, rc == 0 ? a.id : 0, env->sender,
+                 env->req_id, rc);
         break;
     }
     case TR__K_SEND:
@@ -433,8 +431,10 @@ static void handle_frame(tr_ctx *ctx, tr__link *l, tr__peer *p,
     uint32_t n = 0;
     int rc = tr__decoder_decode(&l->dec, data, len, &n);
     if (rc != 0) {
-        tr__log(TR_LOG_WARN, "link: frame of %zu bytes from %s rejected "
-                "(%s at byte %zu): %s", len, p ? p->ident : "main",
+        tr__log(TR_LOG_WARN,
+                "link: frame of %zu bytes from %s rejected "
+                "(%s at byte %zu): %s",
+                len, p ? p->ident : "main",
                 tr__codec_reject_name(l->dec.reason), l->dec.offset,
                 tr_strerror(rc));
         return;
@@ -562,8 +562,10 @@ int tr__link_start_worker(tr__link *l, unsigned i) {
     p->generation++;
     p->pidfd = pidfd_open_(pid);
     if (p->pidfd < 0)
-        tr__log(TR_LOG_WARN, "pool: pidfd_open: %s (worker death is then "
-                "noticed only by its closed connection)", strerror(errno));
+        tr__log(TR_LOG_WARN,
+                "pool: pidfd_open: %s (worker death is then "
+                "noticed only by its closed connection)",
+                strerror(errno));
     return 0;
 }
 
@@ -571,9 +573,8 @@ int tr__link_start_worker(tr__link *l, unsigned i) {
  * the process exits). */
 static void watch_worker(tr__link *l, unsigned i) {
     tr__peer *p = &l->peers[i];
-    if (p->pidfd >= 0 &&
-        tr_watch(l->rt, p->pidfd, TR_READABLE, l->self, TR__LT_DEAD,
-                 &p->pidwatch) != 0)
+    if (p->pidfd >= 0 && tr_watch(l->rt, p->pidfd, TR_READABLE, l->self,
+                                  TR__LT_DEAD, &p->pidwatch) != 0)
         tr__log(TR_LOG_WARN, "pool: cannot watch worker %u's pidfd", i);
 }
 
@@ -599,8 +600,8 @@ static void worker_lost(tr_ctx *ctx, tr__link *l, unsigned i) {
     peer_free_queues(p);
     /* Requests in flight: failed back, distinctly (TR_ELOST). */
     for (uint32_t k = 0; k < p->nreqs; k++) {
-        tr_msg *m = tr_msg_new_u64(TR_TAG_REMOTE_FAILED,
-                                   (uint64_t)(int64_t)TR_ELOST);
+        tr_msg *m =
+            tr_msg_new_u64(TR_TAG_REMOTE_FAILED, (uint64_t)(int64_t)TR_ELOST);
         if (m == NULL)
             continue;
         m->flags |= TR__F_REPLY;
@@ -626,10 +627,11 @@ static void worker_lost(tr_ctx *ctx, tr__link *l, unsigned i) {
     if (!l->stopping && was_up && tr__link_start_worker(l, i) == 0) {
         p->dead = false;
         watch_worker(l, i);
-    }
-    else if (!l->stopping)
-        tr__log(TR_LOG_ERROR, "pool: worker %u died before it connected; "
-                "not restarted", i);
+    } else if (!l->stopping)
+        tr__log(TR_LOG_ERROR,
+                "pool: worker %u died before it connected; "
+                "not restarted",
+                i);
 }
 
 void tr__link_stop_workers(tr__link *l) {
@@ -674,8 +676,8 @@ void tr__link_stop_workers(tr__link *l) {
 static int link_start(tr_ctx *ctx, void *state) {
     tr__link *l = *(tr__link **)state;
     l->self = tr_self(ctx);
-    int rc = tr_watch(l->rt, l->zfd, TR_READABLE, l->self, TR__LT_ZMQ,
-                      &l->zwatch);
+    int rc =
+        tr_watch(l->rt, l->zfd, TR_READABLE, l->self, TR__LT_ZMQ, &l->zwatch);
     if (rc != 0)
         return rc;
     if (l->main_side) {
@@ -732,15 +734,16 @@ static int link_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
             if (!p->connected || p->dead)
                 continue;
             if (tr_now_ms() - p->last_rx_ms > l->hang_timeout_ms) {
-                tr__log(TR_LOG_WARN, "pool: worker %u (pid %d) silent for "
-                        "%lld ms: killed as hung", i, (int)p->pid,
+                tr__log(TR_LOG_WARN,
+                        "pool: worker %u (pid %d) silent for "
+                        "%lld ms: killed as hung",
+                        i, (int)p->pid,
                         (long long)(tr_now_ms() - p->last_rx_ms));
                 p->last_rx_ms = tr_now_ms(); /* once; its pidfd does the rest */
                 kill(p->pid, SIGKILL);
                 continue;
             }
-            send_env(ctx, l, i, TR__K_HEARTBEAT, 0, 0, 0,
-                     (int64_t)++p->hb_seq);
+            send_env(ctx, l, i, TR__K_HEARTBEAT, 0, 0, 0, (int64_t)++p->hb_seq);
         }
         break;
     case TR__LT_DEAD:

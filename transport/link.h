@@ -28,8 +28,8 @@ typedef struct tr__peer {
     bool flush_sched;
     tr__fwd **waiting; /* envelopes before the peer said HELLO */
     uint32_t nwaiting, capwaiting;
-    uint32_t load;         /* live remote actors */
-    int64_t last_rx_ms;    /* last frame from this peer */
+    uint32_t load;      /* live remote actors */
+    int64_t last_rx_ms; /* last frame from this peer */
     uint64_t hb_seq;
     tr__idmap proxies;     /* main: remote actor id -> proxy id */
     tr__pending_req *reqs; /* main: requests in flight to this peer */

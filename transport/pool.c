@@ -57,8 +57,8 @@ TR_API int tr_pool_start(tr_runtime *rt, const tr_pool_config *cfg) {
     tr__behavior_mark_raw_replies(&tr__proxy_behavior);
     if (rt->pool != NULL)
         return TR_ESTATE;
-    unsigned n = cfg != NULL && cfg->processes > 0 ? cfg->processes
-                                                   : tr__cpu_count();
+    unsigned n =
+        cfg != NULL && cfg->processes > 0 ? cfg->processes : tr__cpu_count();
     if (n > 256)
         return TR_EINVAL;
     tr__link *l = link_new(rt, true, n);
@@ -66,10 +66,9 @@ TR_API int tr_pool_start(tr_runtime *rt, const tr_pool_config *cfg) {
         return TR_ENOMEM;
     l->worker_threads =
         cfg != NULL && cfg->worker_threads > 0 ? cfg->worker_threads : 1;
-    l->hang_timeout_ms = cfg == NULL || cfg->hang_timeout_ms == 0
-                             ? 10000
-                             : cfg->hang_timeout_ms < 0 ? -1
-                                                        : cfg->hang_timeout_ms;
+    l->hang_timeout_ms = cfg == NULL || cfg->hang_timeout_ms == 0 ? 10000
+                         : cfg->hang_timeout_ms < 0               ? -1
+                                                    : cfg->hang_timeout_ms;
     /* A unique name in Linux's abstract socket namespace ("@"): no file
      * exists, so none can be left behind, even when the main process is
      * killed with -9. */
@@ -147,9 +146,10 @@ static int spawn_remote(tr_runtime *rt, tr_ctx *ctx, const char *name,
         return rc;
     tr__proxy pi = {.link = l->self, .peer = pick_worker(l)};
     tr_ref proxy;
-    rc = ctx != NULL ? tr_spawn(ctx, &tr__proxy_behavior, &pi, sizeof pi, &proxy)
-                     : tr_runtime_spawn(rt, &tr__proxy_behavior, &pi, sizeof pi,
-                                        &proxy);
+    rc =
+        ctx != NULL
+            ? tr_spawn(ctx, &tr__proxy_behavior, &pi, sizeof pi, &proxy)
+            : tr_runtime_spawn(rt, &tr__proxy_behavior, &pi, sizeof pi, &proxy);
     if (rc != 0) {
         tr_msg_destroy(&payload);
         return rc;

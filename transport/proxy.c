@@ -117,7 +117,8 @@ int tr__fwd_send(tr_ctx *ctx, tr_runtime *rt, tr_ref link, tr__fwd *f) {
         tr__fwd_free(f);
         return TR_ENOMEM;
     }
-    int rc = ctx != NULL ? tr_send(ctx, link, &m) : tr_runtime_send(rt, link, &m);
+    int rc =
+        ctx != NULL ? tr_send(ctx, link, &m) : tr_runtime_send(rt, link, &m);
     if (rc != 0)
         tr_msg_destroy(&m);
     return rc;
@@ -154,8 +155,10 @@ static void proxy_queue_free(tr__proxy *p) {
 
 static int proxy_forward(tr_ctx *ctx, tr__proxy *p, tr__fwd *f) {
     if (f->payload != NULL && f->payload->kind == TR_PAYLOAD_PTR) {
-        tr__log(TR_LOG_WARN, "proxy: a pointer payload cannot cross to "
-                "another process; message (tag 0x%x) dropped", f->tag);
+        tr__log(TR_LOG_WARN,
+                "proxy: a pointer payload cannot cross to "
+                "another process; message (tag 0x%x) dropped",
+                f->tag);
         tr__fwd_free(f);
         return 0;
     }

@@ -11,8 +11,8 @@
 #include "actors/system.h"
 #include "transport/codec.h"
 #include "troupe/reactor.h"
-#include "troupe/timer.h"
 #include "troupe/remote.h"
+#include "troupe/timer.h"
 
 #define TR__REG_NAME_MAX 64
 
@@ -28,8 +28,8 @@
 
 /* One envelope on its way out, from a proxy (or spawn) to the link. */
 typedef struct tr__fwd {
-    uint32_t peer;   /* main: worker index; worker: 0 */
-    uint8_t kind;    /* tr__env_kind */
+    uint32_t peer; /* main: worker index; worker: 0 */
+    uint8_t kind;  /* tr__env_kind */
     uint16_t flags;
     uint64_t sender; /* actor id in the sending process */
     uint64_t target; /* actor id in the receiving process */

@@ -50,8 +50,8 @@ struct tr_exit;
 #define TR_UNHANDLED 3
 
 /* Exit reasons passed to on_stop. */
-#define TR_EXIT_NORMAL 0      /* a handler returned TR_STOP / tr_stop */
-#define TR_EXIT_SHUTDOWN 1    /* the runtime stopped while it was alive */
+#define TR_EXIT_NORMAL 0   /* a handler returned TR_STOP / tr_stop */
+#define TR_EXIT_SHUTDOWN 1 /* the runtime stopped while it was alive */
 /* A negative reason is the TR_E* code a handler failed with. */
 
 typedef struct tr_behavior {
@@ -75,8 +75,7 @@ typedef struct tr_behavior {
     /* A child of this actor ended (lifecycle.h): exit->who, ->reason,
      * ->text. Runs like a handler: it may spawn (restart), send, tr_stop
      * or tr_fail. Not called once the actor itself is stopping. Optional. */
-    void (*on_child_exit)(tr_ctx *ctx, void *state,
-                          const struct tr_exit *exit);
+    void (*on_child_exit)(tr_ctx *ctx, void *state, const struct tr_exit *exit);
     /* Grace this actor gets to stop when cancelled, in ms; 0 = default
      * (TR_DEFAULT_GRACE_MS). */
     int64_t grace_ms;
@@ -85,7 +84,8 @@ typedef struct tr_behavior {
 /* Spawns an actor. init (init_len bytes, at most state_size) is copied to
  * the start of its fresh state. The behaviour struct must outlive the
  * actor (normally a static const). From a handler: tr_spawn; from any other
- * thread: tr_runtime_spawn. out may be NULL. Errors: TR_EINVAL, TR_ENOMEM, TR_ESTOPPED. */
+ * thread: tr_runtime_spawn. out may be NULL. Errors: TR_EINVAL, TR_ENOMEM,
+ * TR_ESTOPPED. */
 TR_API int tr_spawn(tr_ctx *ctx, const tr_behavior *beh, const void *init,
                     size_t init_len, tr_ref *out);
 TR_API int tr_runtime_spawn(tr_runtime *rt, const tr_behavior *beh,

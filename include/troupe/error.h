@@ -13,22 +13,22 @@ extern "C" {
 #endif
 
 /* X(name, value, message) */
-#define TR_ERRNO_MAP(X)                                                       \
-    X(EINVAL, -1, "invalid argument")                                         \
-    X(ENOMEM, -2, "out of memory")                                            \
-    X(ENOACTOR, -3, "no such actor (never existed or already dead)")          \
-    X(ESTOPPED, -4, "runtime is stopping or stopped")                         \
-    X(ETIMEDOUT, -5, "timed out")                                             \
-    X(EAGAIN, -6, "resource temporarily unavailable (queue full)")            \
-    X(ENOTFOUND, -7, "not found (already fired, cancelled or removed)")       \
-    X(ESTATE, -8, "operation not valid in the current state")                 \
-    X(ETOOBIG, -9, "message or payload too large")                            \
-    X(EPROTO, -10, "malformed or unsupported data")                           \
-    X(ESYS, -11, "system call failed (see log)")                              \
-    X(ECANCELLED, -12, "cancelled")                                           \
-    X(EFREED, -13, "message already freed or sent (double free/use)")         \
-    X(ENOCTX, -14, "call needs an actor context (a handler)")                 \
-    X(EPAYLOAD, -15, "payload kind does not match the accessor")             \
+#define TR_ERRNO_MAP(X)                                                        \
+    X(EINVAL, -1, "invalid argument")                                          \
+    X(ENOMEM, -2, "out of memory")                                             \
+    X(ENOACTOR, -3, "no such actor (never existed or already dead)")           \
+    X(ESTOPPED, -4, "runtime is stopping or stopped")                          \
+    X(ETIMEDOUT, -5, "timed out")                                              \
+    X(EAGAIN, -6, "resource temporarily unavailable (queue full)")             \
+    X(ENOTFOUND, -7, "not found (already fired, cancelled or removed)")        \
+    X(ESTATE, -8, "operation not valid in the current state")                  \
+    X(ETOOBIG, -9, "message or payload too large")                             \
+    X(EPROTO, -10, "malformed or unsupported data")                            \
+    X(ESYS, -11, "system call failed (see log)")                               \
+    X(ECANCELLED, -12, "cancelled")                                            \
+    X(EFREED, -13, "message already freed or sent (double free/use)")          \
+    X(ENOCTX, -14, "call needs an actor context (a handler)")                  \
+    X(EPAYLOAD, -15, "payload kind does not match the accessor")               \
     X(ELOST, -16, "remote process or node lost")
 
 typedef enum tr_errno {

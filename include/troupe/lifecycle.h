@@ -74,8 +74,8 @@ TR_API tr_ref tr_parent(const tr_ctx *ctx);
 TR_API tr_ref tr_runtime_root(const tr_runtime *rt);
 
 /* Ends the running actor with a failure: code (< 0) and a message, after
- * the handler (or on_start / on_child_exit hook) returns. Returns code, so `return tr_fail(ctx, TR_EPROTO,
- * "bad header %d", n);` reads naturally. */
+ * the handler (or on_start / on_child_exit hook) returns. Returns code, so
+ * `return tr_fail(ctx, TR_EPROTO, "bad header %d", n);` reads naturally. */
 TR_API int tr_fail(tr_ctx *ctx, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

@@ -38,8 +38,8 @@ TR_API int tr_unwatch(tr_runtime *rt, tr_watch_id id);
  * fn returns NULL. TR_EAGAIN when the pool's queue is full (never blocks).
  * fn must not call handler-only functions. Any thread. */
 typedef tr_msg *(*tr_offload_fn)(void *arg);
-TR_API int tr_offload(tr_runtime *rt, tr_offload_fn fn, void *arg,
-                      tr_ref to, uint32_t tag);
+TR_API int tr_offload(tr_runtime *rt, tr_offload_fn fn, void *arg, tr_ref to,
+                      uint32_t tag);
 
 #ifdef __cplusplus
 }

@@ -55,10 +55,10 @@ typedef struct tr_runtime_config {
 
 /* Counters, summed over workers (approximate while the runtime runs). */
 typedef struct tr_runtime_stats {
-    uint64_t spawned;       /* actors spawned */
-    uint64_t ended;         /* actors ended */
-    uint64_t dead_letters;  /* messages that reached an actor after it died */
-    uint64_t late_replies;  /* replies discarded: request already timed out */
+    uint64_t spawned;      /* actors spawned */
+    uint64_t ended;        /* actors ended */
+    uint64_t dead_letters; /* messages that reached an actor after it died */
+    uint64_t late_replies; /* replies discarded: request already timed out */
     uint64_t timers_fired;
     uint64_t sends_refused; /* sends rejected with TR_ENOACTOR/TR_ESTOPPED */
     uint64_t unhandled;     /* handler returned TR_UNHANDLED */

@@ -7,19 +7,19 @@
 #define TROUPE_VERSION_MINOR 1
 #define TROUPE_VERSION_PATCH 0
 
-#include "error.h"
-#include "message.h"
-#include "runtime.h"
 #include "actor.h"
-#include "timer.h"
-#include "reactor.h"
+#include "error.h"
 #include "inbox.h"
-#include "mpack.h"
-#include "remote.h"
 #include "lifecycle.h"
+#include "log.h"
+#include "message.h"
+#include "mpack.h"
+#include "reactor.h"
+#include "remote.h"
+#include "runtime.h"
+#include "scope.h"
 #include "supervisor.h"
 #include "taskgroup.h"
-#include "scope.h"
-#include "log.h"
+#include "timer.h"
 
 #endif
