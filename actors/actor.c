@@ -424,6 +424,8 @@ static void start_incarnation(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
 #define RAW_MAX 4
 static const tr_behavior *_Atomic raw_replies[RAW_MAX];
 
+static bool raw_replies_of(const tr_behavior *beh);
+
 void tr__behavior_mark_raw_replies(const tr_behavior *beh) {
     for (int i = 0; i < RAW_MAX; i++) {
         const tr_behavior *none = NULL;
@@ -436,6 +438,8 @@ void tr__behavior_mark_raw_replies(const tr_behavior *beh) {
             return;
     }
 }
+
+bool tr__behavior_raw(const tr_behavior *beh) { return raw_replies_of(beh); }
 
 static bool raw_replies_of(const tr_behavior *beh) {
     for (int i = 0; i < RAW_MAX; i++)
@@ -542,6 +546,9 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
             tr__msg_release_payload(m);
         } else if (m->tag == TR_TAG_DOWN && !tr__down_wanted(a, m)) {
             tr__msg_release_payload(m); /* demonitored */
+        } else if ((m->flags & TR__F_REQUEST) &&
+                   tr__req_cancel_check(rt, m->sender.id, m->req_id)) {
+            drop_dead_letter(ctx, a, m); /* its requester gave up */
         } else {
             deliver = true;
         }

@@ -504,6 +504,15 @@ bool tr__sys_handle(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
             advance_stop(ctx, a);
         return false;
     }
+    case TR__SYS_REQ_CANCEL:
+        /* Local targets check the runtime's list (noted by the requester);
+         * a proxy passes the word to the process that has the request. */
+        if (tr__behavior_raw(a->beh)) {
+            m->tag = TR__TAG_REQ_CANCEL;
+            m->flags &= (uint16_t)~TR__F_SYS;
+            return true;
+        }
+        return false;
     default:
         tr__log(TR_LOG_ERROR, "unknown system message %u", m->tag);
         return false;

@@ -87,6 +87,7 @@ TR_API int tr_runtime_create(tr_runtime **out, const tr_runtime_config *cfg) {
     rt->debug_mailbox_warn =
         rt->cfg.debug_mailbox_warn > 0 ? rt->cfg.debug_mailbox_warn : 10000;
     pthread_mutex_init(&rt->slots_lock, NULL);
+    pthread_mutex_init(&rt->cancel_lock, NULL);
     rt->foreign.rt = rt;
     int rc = TR_ENOMEM;
     if (tr__sched_init(&rt->sched, rt->cfg.workers, tr__actor_run,
@@ -152,6 +153,7 @@ fail_ctxs:
     tr__sched_destroy(&rt->sched);
 fail_sched:
     pthread_mutex_destroy(&rt->slots_lock);
+    pthread_mutex_destroy(&rt->cancel_lock);
     free(rt);
     return rc;
 }
@@ -226,6 +228,7 @@ TR_API void tr_runtime_destroy(tr_runtime **prt) {
         free(chunk);
     }
     pthread_mutex_destroy(&rt->slots_lock);
+    pthread_mutex_destroy(&rt->cancel_lock);
     free(rt);
     if (atomic_fetch_sub(&runtimes_alive, 1) == 1) {
         tr__pool_thread_flush();

@@ -188,7 +188,7 @@ static int pending_add(tr__actor_ext *e, uint64_t req_id, uint64_t timer_id) {
         e->pending = np;
         e->cappending = ncap;
     }
-    e->pending[e->npending++] = (tr__pending){req_id, timer_id};
+    e->pending[e->npending++] = (tr__pending){req_id, timer_id, TR_REF_NONE};
     return 0;
 }
 
@@ -244,7 +244,7 @@ TR_API int tr_request(tr_ctx *ctx, tr_ref to, tr_msg **msg, int64_t timeout_ms,
                 tr__msg_free(tmo);
         }
     }
-    e->pending[e->npending++] = (tr__pending){id, timer_id};
+    e->pending[e->npending++] = (tr__pending){id, timer_id, to};
     if (req_id != NULL)
         *req_id = id;
     return 0;
@@ -271,8 +271,50 @@ bool tr__request_filter(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
     if ((m->flags & TR__F_REPLY) && e->pending[i].timer_id != 0)
         (void)tr__reactor_timer_cancel(&ctx->rt->reactor,
                                        e->pending[i].timer_id);
+    if (m->flags & TR__F_TIMEOUT) {
+        /* Cancellation travels with the request: the target drops it if it
+         * has not started it; a proxy passes the word to its process. */
+        tr__req_cancel_note(ctx->rt, ctx->self.id, m->req_id);
+        (void)tr__send_sys(ctx->rt, ctx, ctx->self, e->pending[i].target,
+                           TR__SYS_REQ_CANCEL, m->req_id, NULL);
+    }
     e->pending[i] = e->pending[--e->npending];
     return true;
+}
+
+void tr__req_cancel_note(tr_runtime *rt, uint64_t requester,
+                         uint64_t req_id) {
+    pthread_mutex_lock(&rt->cancel_lock);
+    uint32_t n = atomic_load_explicit(&rt->ncancelled, memory_order_relaxed);
+    if (n < TR__CANCELLED_MAX) {
+        rt->cancelled[n] = (tr__cancelled_req){requester, req_id};
+        atomic_store_explicit(&rt->ncancelled, n + 1, memory_order_relaxed);
+    } else { /* full: the oldest is forgotten (that request runs) */
+        rt->cancelled[rt->cancelled_head++ % TR__CANCELLED_MAX] =
+            (tr__cancelled_req){requester, req_id};
+    }
+    pthread_mutex_unlock(&rt->cancel_lock);
+}
+
+bool tr__req_cancel_check(tr_runtime *rt, uint64_t requester,
+                          uint64_t req_id) {
+    if (atomic_load_explicit(&rt->ncancelled, memory_order_relaxed) == 0)
+        return false;
+    bool found = false;
+    pthread_mutex_lock(&rt->cancel_lock);
+    uint32_t n = atomic_load_explicit(&rt->ncancelled, memory_order_relaxed);
+    for (uint32_t i = 0; i < n; i++) {
+        if (rt->cancelled[i].req_id == req_id &&
+            rt->cancelled[i].requester == requester) {
+            rt->cancelled[i] = rt->cancelled[n - 1];
+            atomic_store_explicit(&rt->ncancelled, n - 1,
+                                  memory_order_relaxed);
+            found = true;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&rt->cancel_lock);
+    return found;
 }
 
 void tr__request_cleanup(tr_runtime *rt, tr__actor *a) {

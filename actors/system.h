@@ -64,7 +64,17 @@ _Static_assert(sizeof(tr__actor) == 64, "an actor slot is one cache line");
 typedef struct tr__pending {
     uint64_t req_id;
     uint64_t timer_id;
+    tr_ref target; /* told when the request times out (SYS_REQ_CANCEL) */
 } tr__pending;
+
+/* A request its requester gave up on (timed out): dropped if it is still
+ * queued when it comes up (see send.c). */
+typedef struct tr__cancelled_req {
+    uint64_t requester;
+    uint64_t req_id;
+} tr__cancelled_req;
+
+#define TR__CANCELLED_MAX 1024
 
 /* Rarely needed per-actor data, allocated on first use. */
 typedef struct tr__watcher {
@@ -100,6 +110,7 @@ typedef struct tr__actor_ext {
     bool killed;
     bool is_root;
     bool system; /* tr__spawn_system: uncounted, parentless */
+
 } tr__actor_ext;
 
 /* Per-worker counters: written by the owner only (relaxed), summed by
@@ -143,6 +154,13 @@ struct tr_runtime {
 
     tr_ref root;
     _Atomic int shutdown_calls;
+    /* Cancelled requests: a bounded ring under a lock; ncancelled is read
+     * without it first (relaxed: a stale 0 only means a request queued at
+     * the very moment of its cancellation runs anyway, at most once). */
+    pthread_mutex_t cancel_lock;
+    tr__cancelled_req cancelled[TR__CANCELLED_MAX];
+    uint32_t cancelled_head;
+    _Atomic uint32_t ncancelled;
     /* The process pool (transport/), freed by tr_runtime_destroy after
      * every actor has been cleaned up. */
     void *pool;
@@ -190,7 +208,8 @@ enum {
     TR__SYS_LINK_EXIT, /* linked sender ended: reason, text */
     TR__SYS_MONITOR,   /* sender monitors me with id (req_id) */
     TR__SYS_DEMONITOR, /* sender drops monitor id (req_id) */
-    TR__SYS_ADOPT      /* root: req_id is a new top-level child's id */
+    TR__SYS_ADOPT,     /* root: req_id is a new top-level child's id */
+    TR__SYS_REQ_CANCEL /* sender gave up on its request req_id */
 };
 tr__actor_ext *tr__ext(tr__actor *a);
 void tr__ext_free(tr_runtime *rt, tr__actor *a);
@@ -219,6 +238,15 @@ void tr__debug_monitor(tr_runtime *rt);
 /* Marks a behaviour whose actors see replies unfiltered (the transport's
  * proxies pass them on to the requester in another process). */
 void tr__behavior_mark_raw_replies(const tr_behavior *beh);
+bool tr__behavior_raw(const tr_behavior *beh);
+/* Tag under which a raw-replies actor (proxy) sees a SYS_REQ_CANCEL: the
+ * requester is the sender, the request id is tr_msg_request_id. */
+#define TR__TAG_REQ_CANCEL 0xFFFF0007u
+/* Requests given up by their requesters (send.c): noted by the requester's
+ * side, checked by the target when the request comes up. */
+void tr__req_cancel_note(tr_runtime *rt, uint64_t requester, uint64_t req_id);
+bool tr__req_cancel_check(tr_runtime *rt, uint64_t requester,
+                          uint64_t req_id);
 /* actor.c: frees the incarnation and releases the slot (after finish). */
 void tr__die(tr_ctx *ctx, tr__actor *a);
 extern const tr_behavior tr__root_behavior;

@@ -406,7 +406,10 @@ static void worker_env(tr_ctx *ctx, tr__link *l, const tr__env *env) {
         break;
     }
     case TR__K_CANCEL:
-        if (env->req_id == 0) {
+        if (env->req_id != 0) { /* drop the request if not started yet */
+            tr__req_cancel_note(l->rt, reverse_proxy(ctx, l, env->sender).id,
+                                env->req_id);
+        } else {
             if (env->flags & TR__ENV_F_KILL)
                 (void)tr_kill(l->rt, (tr_ref){env->target});
             else

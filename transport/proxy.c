@@ -206,6 +206,19 @@ static int proxy_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
         /* End with the remote actor's reason (cancelled, killed...). */
         return tr_cancel(tr_ctx_runtime(ctx), tr_self(ctx), reason, 0);
     }
+    if (tag == TR__TAG_REQ_CANCEL) {
+        /* The requester gave up (timeout): the other side drops the
+         * request if it has not started it. */
+        tr__fwd *c = calloc(1, sizeof *c);
+        if (c == NULL)
+            return TR_ENOMEM;
+        c->peer = p->peer;
+        c->kind = TR__K_CANCEL;
+        c->sender = tr_msg_sender(msg).id;
+        c->req_id = tr_msg_request_id(msg);
+        c->aux = TR_EXIT_TIMEOUT;
+        return proxy_forward(ctx, p, c);
+    }
     tr__fwd *f = tr__fwd_from_msg(msg, p->peer, p->remote);
     if (f == NULL)
         return TR_ENOMEM;
