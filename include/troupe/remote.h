@@ -22,6 +22,11 @@
  * of the connection); the main process reaps them and notices a dead one
  * at once (pidfd).
  *
+ * A request that times out before the remote actor starts it is dropped
+ * there (the CANCEL travels with it); the worker's link must be able to
+ * run to hear it, so give workers 2+ threads (worker_threads) when actors
+ * there run long handlers.
+ *
  * Delivery (per sender-receiver pair, in order): at most once. When a
  * worker process dies, its actors' proxies end with TR_ELOST (their
  * monitors and links learn it) and every request in flight to them is

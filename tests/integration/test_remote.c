@@ -189,6 +189,56 @@ static void test_kill9_worker_fails_requests_back(void **state) {
     tu_env_finish(e);
 }
 
+/* Cancellation travels with a request across processes: a request that
+ * times out while it waits behind slow work in the worker is dropped there
+ * (never handled: no late reply comes back). */
+typedef struct impatient {
+    tr_ref remote, report;
+} impatient;
+
+static int impatient_start(tr_ctx *ctx, void *st) {
+    impatient *c = st;
+    int rc = tr_send_u64(ctx, c->remote, T_SLOW, 1); /* 200 ms of work */
+    if (rc != 0)
+        return rc;
+    tr_msg *q = tr_msg_new_u64(T_SQ, 5);
+    return tr_request(ctx, c->remote, &q, 50, NULL);
+}
+
+static int impatient_handle(tr_ctx *ctx, void *st, tr_msg *m) {
+    impatient *c = st;
+    if (tr_msg_tag(m) == TR_TAG_TIMEOUT)
+        tu_report(ctx, c->report, T_FAILED, 1);
+    else if (tr_msg_tag(m) == T_ANS)
+        tu_report(ctx, c->report, T_ANS, tr_msg_u64(m));
+    return 0;
+}
+
+static const tr_behavior impatient_beh = {.name = "impatient",
+                                          .handle = impatient_handle,
+                                          .on_start = impatient_start,
+                                          .state_size = sizeof(impatient)};
+
+static void test_request_cancelled_in_worker(void **state) {
+    tu_env *e = *state;
+    tu_env_init(e, 2);
+    (void)tu_spawn_keeper(e);
+    /* Two scheduler threads in the worker: its link reads the CANCEL while
+     * the slow work occupies the other thread. */
+    TU_ASSERT_OK(tr_pool_start(
+        e->rt, &(tr_pool_config){.processes = 1, .worker_threads = 2}));
+    tr_ref r;
+    TU_ASSERT_OK(tr_runtime_spawn_remote(e->rt, "square", NULL, 0, &r));
+    impatient c = {r, e->inbox_ref};
+    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &impatient_beh, &c, sizeof c, NULL));
+    tu_env_start(e);
+    assert_int_equal(tu_recv_u64(e, T_FAILED, 10000), 1); /* timed out */
+    assert_int_equal(tu_recv_u64(e, T_ANS, 10000), 1001);  /* the slow send */
+    tu_expect_silence(e, 500); /* the request never ran: no reply */
+    assert_int_equal(tu_stats(e).late_replies, 0);
+    tu_env_finish(e);
+}
+
 /* A worker that stops answering heartbeats is killed as hung and handled
  * like a dead one: DOWN with TR_ELOST. */
 static void test_hung_worker_is_killed(void **state) {
@@ -295,6 +345,7 @@ int main(int argc, char **argv) {
         TU_TEST(test_request_reply_across_processes),
         TU_TEST(test_kill9_worker_fails_requests_back),
         TU_TEST(test_hung_worker_is_killed),
+        TU_TEST(test_request_cancelled_in_worker),
         cmocka_unit_test_teardown(test_main_killed_workers_exit,
                                   kill_leftovers),
     };
