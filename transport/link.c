@@ -35,7 +35,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -109,6 +108,7 @@ void tr__link_close(tr__link *l) {
         peer_free_queues(p);
         tr__encoder_free(&p->enc);
         tr__idmap_free(&p->proxies);
+        tr__idmap_free(&p->spawning);
         free(p->reqs);
         if (p->pidfd >= 0)
             close(p->pidfd);
@@ -181,6 +181,30 @@ static void queue_waiting(tr__peer *p, tr__fwd *f) {
     p->waiting[p->nwaiting++] = f;
 }
 
+static void tell_proxy(tr_ctx *ctx, uint64_t proxy, uint32_t tag, uint64_t v);
+
+/* Answers a request's requester with a failure (TR_TAG_REMOTE_FAILED). */
+static void fail_request(tr_ctx *ctx, tr__link *l, uint64_t requester,
+                         uint64_t req_id, int err) {
+    tr_msg *m = tr_msg_new_u64(TR_TAG_REMOTE_FAILED, (uint64_t)(int64_t)err);
+    if (m == NULL)
+        return;
+    m->flags |= TR__F_REPLY;
+    m->req_id = req_id;
+    if (tr__send(l->rt, ctx, (tr_ref){requester}, m) != 0)
+        tr__msg_free(m);
+}
+
+/* An envelope that cannot reach its peer any more: nothing that waits for
+ * an answer is left waiting (takes f). */
+static void fail_fwd(tr_ctx *ctx, tr__link *l, tr__fwd *f, int err) {
+    if (f->kind == TR__K_SPAWN)
+        tell_proxy(ctx, f->sender, TR__PT_REMOTE_DOWN, (uint64_t)(int64_t)err);
+    else if (f->kind == TR__K_REQUEST)
+        fail_request(ctx, l, f->sender, f->req_id, err);
+    tr__fwd_free(f);
+}
+
 /* Encodes f for its peer (takes f). */
 static void enqueue(tr_ctx *ctx, tr__link *l, tr__fwd *f) {
     if (f->peer >= l->npeers) {
@@ -189,17 +213,21 @@ static void enqueue(tr_ctx *ctx, tr__link *l, tr__fwd *f) {
     }
     tr__peer *p = &l->peers[f->peer];
     if (p->dead) {
-        tr__fwd_free(f);
+        fail_fwd(ctx, l, f, TR_ELOST);
         return;
     }
     if (!p->connected) {
         queue_waiting(p, f);
         return;
     }
+    /* Main side: what waits for an answer is listed, so a lost worker
+     * fails it back (requests) or ends it (spawns). */
     if (l->main_side && f->kind == TR__K_REQUEST &&
         tr__grow((void **)&p->reqs, &p->capreqs, p->nreqs + 1, sizeof *p->reqs,
                  16))
         p->reqs[p->nreqs++] = (tr__pending_req){f->sender, f->req_id};
+    if (l->main_side && f->kind == TR__K_SPAWN)
+        (void)tr__idmap_put(&p->spawning, f->sender, 1);
     tr__env env;
     env_from_fwd(f, &env);
     int rc = tr__encoder_add(&p->enc, &env);
@@ -294,7 +322,8 @@ static void load_add(tr__peer *p, int d) {
 }
 
 static void tell_proxy(tr_ctx *ctx, uint64_t proxy, uint32_t tag, uint64_t v) {
-    (void)tr_send_u64(ctx, (tr_ref){proxy}, tag, v);
+    if (proxy != 0)
+        (void)tr_send_u64(ctx, (tr_ref){proxy}, tag, v);
 }
 
 static void main_env(tr_ctx *ctx, tr__link *l, tr__peer *p,
@@ -321,6 +350,7 @@ static void main_env(tr_ctx *ctx, tr__link *l, tr__peer *p,
         break;
     case TR__K_SPAWN_REPLY:
         /* load was counted when the spawn picked this worker (pool.c). */
+        (void)tr__idmap_del(&p->spawning, env->target, NULL);
         if (env->aux == 0) {
             (void)tr__idmap_put(&p->proxies, env->sender, env->target);
             tell_proxy(ctx, env->target, TR__PT_SPAWNED, env->sender);
@@ -542,8 +572,12 @@ int tr__link_start_worker(tr__link *l, unsigned i) {
     pid_t parent_pid = getpid();
     pid_t pid = fork();
     if (pid == 0) {
-        /* Die with the main process, even if it is killed with -9. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        /* Its own process group: a terminal's Ctrl-C goes to the main
+         * process, which shuts the workers down in order. (No
+         * PR_SET_PDEATHSIG: it fires when the forking THREAD exits, and
+         * workers restarted from a scheduler thread would die with it; the
+         * worker watches its parent instead, see pool.c.) */
+        setpgid(0, 0);
         if (getppid() != parent_pid)
             _exit(1);
         sigset_t none;
@@ -600,19 +634,27 @@ static void worker_lost(tr_ctx *ctx, tr__link *l, unsigned i) {
     p->connected = false;
     p->flush_sched = false;
     tr__encoder_reset(&p->enc);
-    peer_free_queues(p);
+    /* What never left (the worker had not said HELLO yet) fails too. */
+    uint32_t nw = p->nwaiting;
+    tr__fwd **waiting = p->waiting;
+    p->waiting = NULL;
+    p->nwaiting = p->capwaiting = 0;
+    for (uint32_t k = 0; k < nw; k++)
+        fail_fwd(ctx, l, waiting[k], TR_ELOST);
+    free(waiting);
     /* Requests in flight: failed back, distinctly (TR_ELOST). */
-    for (uint32_t k = 0; k < p->nreqs; k++) {
-        tr_msg *m =
-            tr_msg_new_u64(TR_TAG_REMOTE_FAILED, (uint64_t)(int64_t)TR_ELOST);
-        if (m == NULL)
-            continue;
-        m->flags |= TR__F_REPLY;
-        m->req_id = p->reqs[k].req_id;
-        if (tr__send(l->rt, ctx, (tr_ref){p->reqs[k].requester}, m) != 0)
-            tr__msg_free(m);
-    }
+    for (uint32_t k = 0; k < p->nreqs; k++)
+        fail_request(ctx, l, p->reqs[k].requester, p->reqs[k].req_id,
+                     TR_ELOST);
     p->nreqs = 0;
+    /* Spawns not answered yet: their proxies end too. */
+    for (uint32_t k = 0; k < p->spawning.cap; k++) {
+        uint64_t key = p->spawning.keys[k];
+        if (key != TR__IDMAP_EMPTY && key != TR__IDMAP_GONE)
+            tell_proxy(ctx, key, TR__PT_REMOTE_DOWN,
+                       (uint64_t)(int64_t)TR_ELOST);
+    }
+    tr__idmap_free(&p->spawning);
     /* Its actors' proxies end with TR_ELOST: monitors, links and
      * supervisors take it from there. */
     for (uint32_t k = 0; k < p->proxies.cap; k++) {
@@ -623,18 +665,22 @@ static void worker_lost(tr_ctx *ctx, tr__link *l, unsigned i) {
     }
     tr__idmap_free(&p->proxies);
     __atomic_store_n(&p->load, 0, __ATOMIC_RELAXED);
-    /* Start a new one, unless this one never even said HELLO (a worker
-     * that cannot start would otherwise be restarted in a tight loop). */
-    bool was_up = p->generation > 0 && p->ever_connected;
+    /* Start a new one, unless it keeps dying before it even says HELLO
+     * (a worker that cannot start would be restarted in a tight loop). */
+    p->failed_starts = p->ever_connected ? 0 : p->failed_starts + 1;
     p->ever_connected = false;
-    if (!l->stopping && was_up && tr__link_start_worker(l, i) == 0) {
+    if (!l->stopping && p->failed_starts < 3 &&
+        tr__link_start_worker(l, i) == 0) {
         p->dead = false;
         watch_worker(l, i);
-    } else if (!l->stopping)
+    } else if (!l->stopping) {
         tr__log(TR_LOG_ERROR,
-                "pool: worker %u died before it connected; "
-                "not restarted",
-                i);
+                "pool: worker %u failed to start %u times in a row; not "
+                "restarted (spawns placed on it fail)",
+                i, p->failed_starts);
+        __atomic_store_n(&p->pid, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&p->load, UINT32_MAX, __ATOMIC_RELAXED);
+    }
 }
 
 void tr__link_stop_workers(tr__link *l) {
@@ -687,9 +733,10 @@ static int link_start(tr_ctx *ctx, void *state) {
         /* The processes were started by tr_pool_start. */
         for (unsigned i = 0; i < l->npeers; i++)
             watch_worker(l, i);
-        if (l->hang_timeout_ms > 0 &&
-            (rc = tr_send_every(l->rt, l->self, 100, TR__LT_TICK, &l->tick)) !=
-                0)
+        /* Heartbeats, and a poll for dead workers (pidfd is faster, but
+         * not everywhere: valgrind, old kernels). */
+        if ((rc = tr_send_every(l->rt, l->self, 100, TR__LT_TICK,
+                                &l->tick)) != 0)
             return rc;
     } else {
         tr__peer *p = &l->peers[0];
@@ -734,9 +781,12 @@ static int link_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     case TR__LT_TICK: /* heartbeats: ping, and find the silent */
         for (unsigned i = 0; i < l->npeers; i++) {
             tr__peer *p = &l->peers[i];
+            if (!p->dead && p->pid > 0)
+                worker_lost(ctx, l, i); /* reaps it if it exited */
             if (!p->connected || p->dead)
                 continue;
-            if (tr_now_ms() - p->last_rx_ms > l->hang_timeout_ms) {
+            if (l->hang_timeout_ms > 0 &&
+                tr_now_ms() - p->last_rx_ms > l->hang_timeout_ms) {
                 tr__log(TR_LOG_WARN,
                         "pool: worker %u (pid %d) silent for "
                         "%lld ms: killed as hung",

@@ -32,6 +32,8 @@ typedef struct tr__peer {
     int64_t last_rx_ms; /* last frame from this peer */
     uint64_t hb_seq;
     tr__idmap proxies;     /* main: remote actor id -> proxy id */
+    tr__idmap spawning;    /* main: proxy ids whose SPAWN is unanswered */
+    unsigned failed_starts;
     tr__pending_req *reqs; /* main: requests in flight to this peer */
     uint32_t nreqs, capreqs;
 } tr__peer;

@@ -10,6 +10,7 @@
  * runtime and ZeroMQ context from scratch. The program must register its
  * behaviours and call tr_worker_main() first in main() for that. */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,7 +119,8 @@ static unsigned pick_worker(tr__link *l) {
             best = i;
         }
     }
-    __atomic_add_fetch(&l->peers[best].load, 1, __ATOMIC_RELAXED);
+    if (best_load != UINT32_MAX) /* UINT32_MAX: a worker that cannot run */
+        __atomic_add_fetch(&l->peers[best].load, 1, __ATOMIC_RELAXED);
     return best;
 }
 
@@ -192,6 +194,17 @@ TR_API int tr_runtime_spawn_remote(tr_runtime *rt, const char *name,
 
 /* ---- worker mode ---- */
 
+static void *watch_parent(void *arg) {
+    pid_t parent = *(pid_t *)arg;
+    tr__thread_name("troupe-parent");
+    for (;;) {
+        if (getppid() != parent)
+            _exit(1); /* reparented: the main process is gone */
+        usleep(50 * 1000);
+    }
+    return NULL;
+}
+
 TR_API int tr_worker_main(int argc, char **argv) {
     (void)argc;
     (void)argv;
@@ -201,10 +214,17 @@ TR_API int tr_worker_main(int argc, char **argv) {
     const char *idx = getenv("TROUPE_WORKER_INDEX");
     const char *thr = getenv("TROUPE_WORKER_THREADS");
     const char *par = getenv("TROUPE_WORKER_PARENT");
-    /* PR_SET_PDEATHSIG was set before exec; a parent that died in
-     * between is seen here. */
-    if (par != NULL && (pid_t)atoi(par) != getppid())
+    /* A worker never outlives the main process: a thread watches the
+     * parent (PR_SET_PDEATHSIG would follow the forking thread, not the
+     * process) and ends this one within 50 ms of its death. */
+    static pid_t parent;
+    parent = par != NULL ? (pid_t)atoi(par) : getppid();
+    if (parent != getppid())
         _exit(1);
+    pthread_t watcher;
+    if (pthread_create(&watcher, NULL, watch_parent, &parent) != 0)
+        _exit(1);
+    pthread_detach(watcher);
     tr__behavior_mark_raw_replies(&tr__proxy_behavior);
     tr_runtime_config cfg = {.workers = thr ? (unsigned)atoi(thr) : 1};
     tr_runtime *rt = NULL;

@@ -199,6 +199,22 @@ static int proxy_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     if (tag == TR__PT_REMOTE_DOWN && tr_ref_eq(tr_msg_sender(msg), p->link)) {
         int reason = (int)(int64_t)tr_msg_u64(msg);
         p->remote_gone = true;
+        /* Requests still waiting here for the spawn: failed back. */
+        for (uint32_t i = 0; i < p->nq; i++) {
+            tr__fwd *f = p->q[i];
+            if (f->kind != TR__K_REQUEST)
+                continue;
+            tr_msg *r = tr_msg_new_u64(TR_TAG_REMOTE_FAILED,
+                                       (uint64_t)(int64_t)(reason < 0
+                                                               ? reason
+                                                               : TR_ELOST));
+            if (r == NULL)
+                continue;
+            r->flags |= TR__F_REPLY;
+            r->req_id = f->req_id;
+            if (tr__send(tr_ctx_runtime(ctx), ctx, (tr_ref){f->sender}, r) != 0)
+                tr__msg_free(r);
+        }
         if (reason < 0)
             return reason;
         if (reason == TR_EXIT_NORMAL)

@@ -1,0 +1,221 @@
+/* The pipeline example as a real child process, its CPU stage in worker
+ * processes: a default run (nothing lost, checksum exact), a run whose
+ * worker processes are killed -9 every 100 ms (items resent: still
+ * nothing lost, retried > 0), the all-local mode, and invalid options.
+ * Every run is bounded in time; the worker processes the example started
+ * are collected while it runs (its children in /proc) and must all be
+ * gone once it has exited. */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <stdbool.h>
+
+#include "child.h"
+
+#define PIPELINE TROUPE_EXAMPLES_DIR "/pipeline"
+#define MAX_SEEN 256
+
+/* The running example (killed by the teardown if a test fails half-way;
+ * its workers then die with it: PR_SET_PDEATHSIG) and every worker
+ * process seen under it. */
+static child g_child;
+static bool g_running;
+static pid_t g_seen[MAX_SEEN];
+static unsigned g_nseen;
+
+static void start(char *const argv[]) {
+    g_nseen = 0;
+    child_start(&g_child, argv);
+    g_running = true;
+}
+
+/* True if process pid was started as a troupe worker (TROUPE_WORKER in
+ * its environment): other children of the example, such as the tracer
+ * LeakSanitizer clones at exit, are not workers. */
+static bool is_worker(const char *pid) {
+    char path[300], env[16384];
+    snprintf(path, sizeof path, "/proc/%s/environ", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    size_t n = fread(env, 1, sizeof env, f);
+    fclose(f);
+    static const char key[] = "TROUPE_WORKER=";
+    for (size_t i = 0; i + sizeof key - 1 <= n; i++)
+        if ((i == 0 || env[i - 1] == 0) &&
+            memcmp(env + i, key, sizeof key - 1) == 0)
+            return true;
+    return false;
+}
+
+/* Adds the current worker processes of the example to g_seen: each
+ * /proc/<pid>/stat whose parent pid is the example's, once it runs as a
+ * worker. */
+static void collect_workers(void) {
+    DIR *d = opendir("/proc");
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] < '1' || de->d_name[0] > '9')
+            continue;
+        char path[300], buf[512];
+        snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            continue; /* gone meanwhile */
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        /* pid (comm) state ppid ...; comm may hold spaces: after ')' */
+        const char *rp = strrchr(buf, ')');
+        int ppid = 0;
+        char st = 0;
+        if (rp == NULL || sscanf(rp + 1, " %c %d", &st, &ppid) != 2 ||
+            ppid != g_child.pid || !is_worker(de->d_name))
+            continue;
+        pid_t pid = (pid_t)atoi(de->d_name);
+        bool known = false;
+        for (unsigned i = 0; i < g_nseen && !known; i++)
+            known = g_seen[i] == pid;
+        if (!known && g_nseen < MAX_SEEN)
+            g_seen[g_nseen++] = pid;
+    }
+    closedir(d);
+}
+
+/* Reads the example's output and collects its workers until it exits
+ * (it is left unreaped, for wait_exit) or ms pass. */
+static void watch(int ms) {
+    int64_t end = now_ms() + ms;
+    while (now_ms() < end) {
+        siginfo_t info = {0};
+        if (waitid(P_PID, (id_t)g_child.pid, &info,
+                   WEXITED | WNOHANG | WNOWAIT) == 0 &&
+            info.si_pid == g_child.pid)
+            return;
+        collect_workers();
+        read_until_lines(&g_child, 1 << 30, 20);
+    }
+}
+
+/* The exit status, once the example has exited within ms; then every
+ * worker process seen must be gone (the example reaps them before it
+ * exits; 2 s of slack for a slow machine). */
+static int finish(int ms) {
+    int code = wait_exit(&g_child, ms);
+    g_running = false;
+    int64_t end = now_ms() + 2000;
+    for (unsigned i = 0; i < g_nseen; i++) {
+        while (kill(g_seen[i], 0) == 0 && now_ms() < end)
+            usleep(10 * 1000);
+        if (kill(g_seen[i], 0) == 0)
+            fail_msg("worker process %d outlived the example", (int)g_seen[i]);
+    }
+    return code;
+}
+
+static int kill_leftovers(void **state) {
+    (void)state;
+    if (g_running) {
+        kill(g_child.pid, SIGKILL);
+        waitpid(g_child.pid, NULL, 0);
+        close(g_child.out);
+        g_running = false;
+    }
+    return 0;
+}
+
+static void assert_clean_summary(const char *line, uint64_t items) {
+    assert_int_equal(field(line, "produced"), items);
+    assert_int_equal(field(line, "consumed"), items);
+    assert_int_equal(field(line, "lost"), 0);
+    assert_int_equal(field(line, "duplicates"), 0);
+    assert_int_equal(field(line, "invalid"), 0);
+    assert_int_equal(field(line, "checksum_ok"), 1);
+    assert_int_equal(field(line, "complete"), 1);
+    assert_int_equal(field(line, "interrupted"), 0);
+    /* The documented order of the first fields. */
+    assert_true(strncmp(line, "produced=", 9) == 0);
+    const char *lost = strstr(line, " lost=");
+    const char *retried = strstr(line, " retried=");
+    assert_non_null(lost);
+    assert_non_null(retried);
+    assert_true(strstr(line, " consumed=") < lost && lost < retried);
+    assert_non_null(strstr(line, " items_per_s="));
+}
+
+static void test_worker_processes(void **state) {
+    (void)state;
+    char *const argv[] = {PIPELINE, "--items", "20000", "--quiet", NULL};
+    start(argv);
+    read_until_lines(&g_child, 1, 10000);
+    assert_non_null(strstr(g_child.buf, "in 2 processes"));
+    watch(10000);
+    assert_int_equal(finish(20000), 0);
+    const char *line = last_line(&g_child);
+    assert_clean_summary(line, 20000);
+    assert_int_equal(field(line, "retried"), 0);
+    assert_int_equal(field(line, "workers_killed"), 0);
+    assert_true(g_nseen >= 2); /* the pool's two processes */
+}
+
+static void test_kill9_workers_lose_nothing(void **state) {
+    (void)state;
+    /* About 2 s at the release build's rate (longer under sanitizers). */
+    char *const argv[] = {PIPELINE, "--items", "500000", "--kill-worker-every",
+                          "100",    "--quiet", NULL};
+    start(argv);
+    read_until_lines(&g_child, 1, 10000);
+    watch(90000);
+    assert_int_equal(finish(90000), 0);
+    const char *line = last_line(&g_child);
+    assert_clean_summary(line, 500000);
+    uint64_t killed = field(line, "workers_killed");
+    assert_true(killed > 0);
+    assert_true(field(line, "retried") > 0);
+    /* Each kill was replaced by a new process (seen as a new child). */
+    assert_true(g_nseen > 2);
+}
+
+static void test_local_mode(void **state) {
+    (void)state;
+    char *const argv[] = {PIPELINE,  "--items", "20000",
+                          "--local", "--quiet", NULL};
+    start(argv);
+    read_until_lines(&g_child, 1, 10000);
+    assert_non_null(strstr(g_child.buf, "local workers"));
+    watch(10000);
+    assert_int_equal(finish(20000), 0);
+    const char *line = last_line(&g_child);
+    assert_clean_summary(line, 20000);
+    assert_int_equal(field(line, "retried"), 0);
+    assert_int_equal(g_nseen, 0); /* no worker process at all */
+}
+
+static void test_invalid_options(void **state) {
+    (void)state;
+    char *const both[] = {PIPELINE, "--local", "--kill-worker-every", "100",
+                          NULL};
+    start(both);
+    assert_int_equal(finish(10000), 2);
+    char *const zero[] = {PIPELINE, "--processes", "0", NULL};
+    start(zero);
+    assert_int_equal(finish(10000), 2);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_worker_processes, kill_leftovers),
+        cmocka_unit_test_teardown(test_kill9_workers_lose_nothing,
+                                  kill_leftovers),
+        cmocka_unit_test_teardown(test_local_mode, kill_leftovers),
+        cmocka_unit_test_teardown(test_invalid_options, kill_leftovers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
