@@ -18,9 +18,12 @@
  * fork of a process that runs threads or a ZeroMQ context is ever used
  * beyond exec). So main() must call tr_worker_main() first, after
  * registering its behaviours by name (tr_register), the same way in both
- * roles. Workers die with the main process (PR_SET_PDEATHSIG and the loss
- * of the connection); the main process reaps them and notices a dead one
- * at once (pidfd).
+ * roles. Workers die with the main process (a thread in each worker
+ * watches its parent and exits within 50 ms of its death); the main
+ * process reaps them and notices a dead one at once (pidfd, and a 100 ms
+ * poll where pidfd is missing). Workers run in their own process group, so
+ * a terminal's Ctrl-C reaches only the main process, which stops them in
+ * order.
  *
  * A request that times out before the remote actor starts it is dropped
  * there (the CANCEL travels with it); the worker's link must be able to
