@@ -34,6 +34,7 @@ typedef struct bench_env {
     pthread_t runner;
     int run_rc;
     atomic_bool run_returned;
+    double joined_at; /* bench_now() when bench_finish saw run return */
 } bench_env;
 
 /* Failure reporting. In a handler: print, flag the run as failed and return
@@ -46,6 +47,15 @@ void bench_must(int rc, const char *what);
 uint64_t bench_recv_u64(bench_env *env, uint32_t tag);
 /* Monotonic seconds. */
 double bench_now(void);
+/* An unsigned environment setting (at most 4096), or dflt when unset;
+ * exits 2 on a bad value. */
+unsigned bench_env_unsigned(const char *name, unsigned dflt);
+/* Ends the run and frees the runtime: waits for tr_runtime_run to return
+ * (at most 20 s, then tr_runtime_stop) and destroys the inbox and the
+ * runtime (which reaps worker processes). shutdown = false: stop the anchor
+ * and let the runtime reach quiescence (every other actor must have ended);
+ * true: tr_runtime_shutdown, which stops whatever still runs. */
+void bench_finish(bench_env *env, bool shutdown);
 
 /* Workloads 1-4 (bench_local.c): spawn, run, return the check value. The
  * timed region is the caller's. nodes: R slots for the ring's references. */
@@ -57,5 +67,13 @@ uint64_t bench_skynet(bench_env *env, uint64_t leaves);
 
 /* Workload 8 (bench_idle.c): times itself and prints its own line. */
 void bench_idle(bench_env *env, uint64_t n);
+
+/* Workloads 5-6 (bench_pool.c). bench_pool_register registers the remote
+ * task behaviour; main calls it before tr_worker_main, in both roles.
+ * bench_pool times itself (pool start to workers reaped), ends the run with
+ * bench_finish and prints its own line. */
+enum bench_pool_kind { BENCH_POOL_HEAVY = 1, BENCH_POOL_TINY = 2 };
+void bench_pool_register(void);
+void bench_pool(bench_env *env, enum bench_pool_kind kind, uint64_t t);
 
 #endif

@@ -11,16 +11,23 @@
  *   troupe_bench counting [N]      N = 10,000,000 increments, then one get
  *   troupe_bench ring [H] [R]      H = 10,000,000 hops, R = 503 actors
  *   troupe_bench skynet [L]        L = 1,000,000 leaves (a power of 10)
+ *   troupe_bench procpool-heavy [T]  T = 2,000 CPU-heavy tasks, 2 processes
+ *   troupe_bench procpool-tiny [T]   T = 200,000 trivial tasks, 2 processes
  *   troupe_bench idle [N]          N = 1,000,000 idle actors
  *
  * and prints one line, "check=<n> work_s=<s>" (idle adds bytes_per_actor and
- * the RSS readings it comes from). procpool-heavy / procpool-tiny are not
- * implemented yet: they fail with exit status 2, never a made-up result.
+ * the RSS readings it comes from).
+ *
+ * The binary is also its own worker process: the procpool workloads' pool
+ * re-executes it in worker mode, so main() registers the remote behaviour
+ * and calls tr_worker_main() before anything else (it does not return in a
+ * worker).
  *
  * Every workload runs on 2 worker threads (the peers' rule), overridable
  * with TROUPE_WORKERS=<n>; TROUPE_BATCH=<n> sets the per-turn batch (0, the
  * default, leaves the runtime's). TROUPE_BENCH_STATS=1 prints the runtime's
- * counters to stderr at the end.
+ * counters to stderr at the end (procpool: also its phases). The worker
+ * processes of the procpool workloads run 1 scheduler thread each.
  *
  * Structure. tr_runtime_run blocks its caller until quiescence, so it runs
  * on a "runner" thread, and main plays the part of CAF's scoped_actor: it
@@ -35,8 +42,11 @@
  * the anchor) with ordinary messages and waits for tr_runtime_run to return
  * at quiescence, so each run also checks that every actor really ended.
  *
- * Files: main.c (this), bench_local.c (workloads 1-4), bench_idle.c
- * (workload 8), bench.h.
+ * The procpool workloads start the pool of worker processes inside the
+ * timed region and end it with tr_runtime_shutdown (bench_pool.c).
+ *
+ * Files: main.c (this), bench_local.c (workloads 1-4), bench_pool.c
+ * (workloads 5-6), bench_idle.c (workload 8), bench.h.
  *
  * Every check value is computed from the messages the actors exchanged. A
  * failing troupe call is printed with its error name and makes the run fail
@@ -120,7 +130,7 @@ static const tr_behavior anchor_behavior = {
     .state_size = sizeof(tr_ref),
 };
 
-static unsigned env_unsigned(const char *name, unsigned dflt) {
+unsigned bench_env_unsigned(const char *name, unsigned dflt) {
     const char *s = getenv(name);
     if (s == NULL || *s == '\0')
         return dflt;
@@ -176,8 +186,8 @@ uint64_t bench_recv_u64(bench_env *env, uint32_t tag) {
 
 static void bench_start(bench_env *env) {
     tr_runtime_config cfg = {
-        .workers = env_unsigned("TROUPE_WORKERS", 2),
-        .batch = env_unsigned("TROUPE_BATCH", 0),
+        .workers = bench_env_unsigned("TROUPE_WORKERS", 2),
+        .batch = bench_env_unsigned("TROUPE_BATCH", 0),
     };
     bench_must(tr_runtime_create(&env->rt, &cfg), "tr_runtime_create");
     if (cfg.workers != 0 && tr_runtime_workers(env->rt) != cfg.workers) {
@@ -199,11 +209,14 @@ static void bench_start(bench_env *env) {
     (void)bench_recv_u64(env, TAG_READY); /* a worker runs the anchor */
 }
 
-/* Ends the anchor and waits for tr_runtime_run to return at quiescence
- * (every other actor must have ended by then), then frees everything. */
-static void bench_finish(bench_env *env) {
-    bench_must(tr_runtime_send_u64(env->rt, env->anchor, TAG_STOP, 0),
-               "send stop to anchor");
+/* See bench.h. Without shutdown, every actor but the anchor must have ended
+ * by now: the run then also checks that they really do. */
+void bench_finish(bench_env *env, bool shutdown) {
+    if (shutdown)
+        bench_must(tr_runtime_shutdown(env->rt), "tr_runtime_shutdown");
+    else
+        bench_must(tr_runtime_send_u64(env->rt, env->anchor, TAG_STOP, 0),
+                   "send stop to anchor");
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += 20;
@@ -212,7 +225,7 @@ static void bench_finish(bench_env *env) {
         tr_runtime_stats st;
         tr_runtime_get_stats(env->rt, &st);
         fprintf(stderr,
-                "troupe_bench: tr_runtime_run did not return at quiescence "
+                "troupe_bench: tr_runtime_run did not return "
                 "within 20 s (spawned=%" PRIu64 " ended=%" PRIu64
                 "); calling tr_runtime_stop\n",
                 st.spawned, st.ended);
@@ -224,6 +237,7 @@ static void bench_finish(bench_env *env) {
                 strerror(err));
         exit(1);
     }
+    env->joined_at = bench_now();
     bench_must(env->run_rc, "tr_runtime_run");
     if (getenv("TROUPE_BENCH_STATS") != NULL) {
         tr_runtime_stats st;
@@ -264,29 +278,30 @@ static uint64_t arg_u64(int argc, char **argv, int i, uint64_t dflt) {
 static void usage(const char *argv0) {
     fprintf(stderr,
             "usage: %s pingpong [N] | counting [N] | ring [H] [R] | "
-            "skynet [L] | idle [N]\n"
+            "skynet [L] | procpool-heavy [T] | procpool-tiny [T] | idle [N]\n"
             "  defaults: pingpong 1000000, counting 10000000, ring 10000000 "
-            "503, skynet 1000000, idle 1000000\n"
+            "503, skynet 1000000, procpool-heavy 2000, procpool-tiny 200000, "
+            "idle 1000000\n"
             "  env: TROUPE_WORKERS (default 2), TROUPE_BATCH, "
-            "TROUPE_BENCH_STATS=1\n",
+            "TROUPE_BENCH_STATS=1,\n"
+            "       TROUPE_POOL_ACTORS, TROUPE_POOL_WINDOW, "
+            "TROUPE_POOL_BATCH (procpool; see bench/README.md)\n",
             argv0);
 }
 
 int main(int argc, char **argv) {
+    /* First, in both roles: in a worker process this runs the worker and
+     * exits. */
+    bench_pool_register();
+    bench_must(tr_worker_main(argc, argv), "tr_worker_main");
     if (argc < 2) {
         usage(argv[0]);
         return 2;
     }
     const char *w = argv[1];
-    if (strcmp(w, "procpool-heavy") == 0 || strcmp(w, "procpool-tiny") == 0) {
-        fprintf(stderr,
-                "troupe_bench: %s is not implemented yet (it needs troupe's "
-                "process pool, a later issue)\n",
-                w);
-        return 2;
-    }
 
     uint64_t size = 0, ring_r = 0;
+    int pool_kind = 0;
     if (strcmp(w, "pingpong") == 0) {
         size = arg_u64(argc, argv, 2, 1000000);
     } else if (strcmp(w, "counting") == 0) {
@@ -304,6 +319,16 @@ int main(int argc, char **argv) {
                             "below 2^32\n");
             return 2;
         }
+    } else if (strcmp(w, "procpool-heavy") == 0 ||
+               strcmp(w, "procpool-tiny") == 0) {
+        pool_kind = strcmp(w, "procpool-heavy") == 0 ? BENCH_POOL_HEAVY
+                                                     : BENCH_POOL_TINY;
+        size = arg_u64(argc, argv, 2,
+                       pool_kind == BENCH_POOL_HEAVY ? 2000 : 200000);
+        if (size > UINT32_MAX) { /* the dispatcher's bitmap: T bits */
+            fprintf(stderr, "troupe_bench: procpool T must be < 2^32\n");
+            return 2;
+        }
     } else if (strcmp(w, "idle") == 0) {
         size = arg_u64(argc, argv, 2, 1000000);
     } else {
@@ -315,7 +340,11 @@ int main(int argc, char **argv) {
     bench_start(&env);
     if (strcmp(w, "idle") == 0) {
         bench_idle(&env, size);
-        bench_finish(&env);
+        bench_finish(&env, false);
+        return 0;
+    }
+    if (pool_kind != 0) {
+        bench_pool(&env, (enum bench_pool_kind)pool_kind, size);
         return 0;
     }
 
@@ -345,6 +374,6 @@ int main(int argc, char **argv) {
         bench_ring_stop(&env, ring_r, nodes);
         free(nodes);
     }
-    bench_finish(&env);
+    bench_finish(&env, false);
     return 0;
 }
