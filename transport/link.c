@@ -212,7 +212,7 @@ static void enqueue(tr_ctx *ctx, tr__link *l, tr__fwd *f) {
         return;
     }
     tr__peer *p = &l->peers[f->peer];
-    if (p->dead) {
+    if (p->dead || (l->main_side && f->gen != 0 && f->gen != p->generation)) {
         fail_fwd(ctx, l, f, TR_ELOST);
         return;
     }
@@ -353,7 +353,15 @@ static void main_env(tr_ctx *ctx, tr__link *l, tr__peer *p,
         (void)tr__idmap_del(&p->spawning, env->target, NULL);
         if (env->aux == 0) {
             (void)tr__idmap_put(&p->proxies, env->sender, env->target);
-            tell_proxy(ctx, env->target, TR__PT_SPAWNED, env->sender);
+            /* The proxy learns the actor's id and the process incarnation
+             * (req_id) it lives in. */
+            tr_msg *sp = tr_msg_new_u64(TR__PT_SPAWNED, env->sender);
+            if (sp != NULL) {
+                sp->req_id = p->generation;
+                sp->sender = l->self;
+                if (tr__send(l->rt, ctx, (tr_ref){env->target}, sp) != 0)
+                    tr__msg_free(sp);
+            }
         } else {
             load_add(p, -1);
             tell_proxy(ctx, env->target, TR__PT_REMOTE_DOWN,

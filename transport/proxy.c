@@ -177,6 +177,7 @@ static int proxy_forward(tr_ctx *ctx, tr__proxy *p, tr__fwd *f) {
         return 0;
     }
     f->target = p->remote;
+    f->gen = p->gen;
     return tr__fwd_send(ctx, NULL, p->link, f);
 }
 
@@ -185,10 +186,12 @@ static int proxy_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     uint32_t tag = tr_msg_tag(msg);
     if (tag == TR__PT_SPAWNED && tr_ref_eq(tr_msg_sender(msg), p->link)) {
         p->remote = tr_msg_u64(msg);
+        p->gen = (uint32_t)tr_msg_request_id(msg);
         for (uint32_t i = 0; i < p->nq; i++) {
             tr__fwd *f = p->q[i];
             p->q[i] = NULL;
             f->target = p->remote;
+            f->gen = p->gen;
             int rc = tr__fwd_send(ctx, NULL, p->link, f);
             if (rc != 0)
                 return rc;
@@ -252,6 +255,7 @@ static void proxy_stop(tr_ctx *ctx, void *state, int reason) {
     if (f == NULL)
         return;
     f->peer = p->peer;
+    f->gen = p->gen;
     f->kind = TR__K_CANCEL;
     f->target = p->remote;
     f->aux = reason;

@@ -11,6 +11,7 @@ typedef struct tr__proxy {
     tr_ref link;      /* the link actor that owns the socket */
     uint32_t peer;    /* which worker process (main side) */
     uint64_t remote;  /* the actor's id over there; 0 until spawned */
+    uint32_t gen;     /* incarnation of the process it lives in */
     bool remote_gone; /* ended over there: nothing to cancel */
     tr__fwd **q;      /* waiting for the spawn */
     uint32_t nq, capq;

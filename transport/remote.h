@@ -29,6 +29,11 @@
 /* One envelope on its way out, from a proxy (or spawn) to the link. */
 typedef struct tr__fwd {
     uint32_t peer; /* main: worker index; worker: 0 */
+    /* main: the worker process incarnation the target lives in (0 = any):
+     * an envelope for an actor of a process that has died since is failed
+     * back instead of reaching an unrelated actor of its restart, which
+     * hands out the same ids. */
+    uint32_t gen;
     uint8_t kind;  /* tr__env_kind */
     uint16_t flags;
     uint64_t sender; /* actor id in the sending process */
