@@ -62,6 +62,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "bench.h"
@@ -289,11 +290,34 @@ static void usage(const char *argv0) {
             argv0);
 }
 
+#ifdef TROUPE_BENCH_LOCAL_ONLY
+/* troupe_bench itself does not link the process pool (libzmq and its
+ * dependencies would add ~3 MiB to every workload's peak RSS): the
+ * procpool workloads run in its sibling binary troupe_bench_pool. */
+static int exec_pool_binary(char **argv) {
+    char path[4096];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 32);
+    if (n <= 0)
+        return 1;
+    path[n] = 0;
+    char *slash = strrchr(path, '/');
+    strcpy(slash != NULL ? slash + 1 : path, "troupe_bench_pool");
+    execv(path, argv);
+    fprintf(stderr, "troupe_bench: cannot run %s\n", path);
+    return 1;
+}
+#endif
+
 int main(int argc, char **argv) {
+#ifdef TROUPE_BENCH_LOCAL_ONLY
+    if (argc >= 2 && strncmp(argv[1], "procpool-", 9) == 0)
+        return exec_pool_binary(argv);
+#else
     /* First, in both roles: in a worker process this runs the worker and
      * exits. */
     bench_pool_register();
     bench_must(tr_worker_main(argc, argv), "tr_worker_main");
+#endif
     if (argc < 2) {
         usage(argv[0]);
         return 2;
@@ -343,10 +367,12 @@ int main(int argc, char **argv) {
         bench_finish(&env, false);
         return 0;
     }
+#ifndef TROUPE_BENCH_LOCAL_ONLY
     if (pool_kind != 0) {
         bench_pool(&env, (enum bench_pool_kind)pool_kind, size);
         return 0;
     }
+#endif
 
     tr_ref *nodes = NULL;
     if (ring_r > 0) {
