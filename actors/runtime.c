@@ -211,8 +211,12 @@ TR_API void tr_runtime_destroy(tr_runtime **prt) {
     }
     tr_runtime_stop(rt);
     finish(rt);
+    if (rt->node_destroy != NULL)
+        rt->node_destroy(rt->node);
     if (rt->pool_destroy != NULL)
         rt->pool_destroy(rt->pool);
+    if (rt->names_destroy != NULL)
+        rt->names_destroy(rt->names);
     tr__reactor_destroy(&rt->reactor);
     for (unsigned i = 0; i < rt->cfg.workers; i++)
         free(rt->ctxs[i].free_slots);

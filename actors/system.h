@@ -165,6 +165,12 @@ struct tr_runtime {
      * every actor has been cleaned up. */
     void *pool;
     void (*pool_destroy)(void *pool);
+    /* The node transport and the name registry (transport/node.c,
+     * names.c), freed the same way. */
+    void *node;
+    void (*node_destroy)(void *node);
+    void *names;
+    void (*names_destroy)(void *names);
     /* Bumped by every tr_kill: a turn in progress compares it (an L1 hit,
      * rarely written) before each handler and only then checks its own
      * KILL bit, so a kill stops an actor between two messages without a

@@ -18,7 +18,7 @@ static const err_row k_rows[] = {TR_ERRNO_MAP(ERR_ROW)};
 #define N_ROWS (sizeof k_rows / sizeof k_rows[0])
 
 static const int k_unknown[] = {1,       2,       TR_STOP,    TR_ERRNO_MIN,
-                                -17,     -100,    -999,       12345,
+                                -18,     -100,    -999,       12345,
                                 INT_MIN, INT_MAX, INT_MIN + 1};
 
 static void test_every_code_has_its_text_and_name(void **state) {

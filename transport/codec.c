@@ -611,11 +611,12 @@ enum {
     H_MAX_FRAME,
     H_MAX_BATCH,
     H_CREDIT,
+    H_EPOCH,
     H_NKEYS
 };
 static const char *const k_hello_keys[H_NKEYS] = {
     "proto_min", "proto_max", "role",      "node",
-    "pid",       "max_frame", "max_batch", "credit"};
+    "pid",       "max_frame", "max_batch", "credit", "epoch"};
 
 static size_t put_cstr(unsigned char *p, const char *s, size_t len) {
     size_t n = tr__mp_put_str_hdr(p, (uint32_t)len);
@@ -635,7 +636,8 @@ int tr__hello_encode(const tr__hello *h, unsigned char *out, size_t cap,
     uint64_t opt[H_NKEYS] = {[H_PID] = h->pid,
                              [H_MAX_FRAME] = h->max_frame,
                              [H_MAX_BATCH] = h->max_batch,
-                             [H_CREDIT] = h->credit};
+                             [H_CREDIT] = h->credit,
+                             [H_EPOCH] = h->epoch};
     uint32_t entries = 3 + (h->node != NULL);
     for (int k = H_PID; k < H_NKEYS; k++)
         entries += opt[k] != 0;
@@ -704,8 +706,11 @@ static int hello_value(cursor *c, int k, tr__hello *h) {
     case H_MAX_BATCH:
         h->max_batch = v.v.u;
         break;
-    default:
+    case H_CREDIT:
         h->credit = v.v.u;
+        break;
+    default:
+        h->epoch = v.v.u;
         break;
     }
     c->off += v.hlen;

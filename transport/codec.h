@@ -246,6 +246,8 @@ typedef struct tr__hello {
     uint64_t max_frame; /* optional, 0 = absent: the sender's max_frame */
     uint64_t max_batch; /* optional, 0 = absent */
     uint64_t credit;    /* optional, 0 = no credit-based flow control */
+    uint64_t epoch;     /* optional, 0 = absent: the sender's session count
+                           with this peer (nodes; a new one resets it) */
 } tr__hello;
 
 /* Longest role / node name accepted, and a buffer always large enough

@@ -1,42 +1,53 @@
 /* Design notes
  * ------------
- * One link actor per process owns its ZeroMQ socket: ZeroMQ sockets are
- * not thread-safe, and an actor runs on one thread at a time, so the
- * socket needs no lock. The socket's ZMQ_FD is watched by the reactor
+ * One link actor per transport owns its ZeroMQ sockets: ZeroMQ sockets
+ * are not thread-safe, and an actor runs on one thread at a time, so no
+ * socket needs a lock. Each socket's ZMQ_FD is watched by the reactor
  * (edge-triggered, as ZeroMQ requires): on each readiness message, and
- * after every send, the link drains while ZMQ_EVENTS reports POLLIN.
+ * after every message the link handles, it drains every socket while
+ * ZMQ_EVENTS reports POLLIN.
+ *
+ * The envelope handler is the same in every mode (link.h): any side may
+ * spawn on, send to, request from, monitor and cancel actors of the other;
+ * what differs is how peers come and go (procs.c: worker processes;
+ * node.c: named nodes over tcp with CURVE).
  *
  * Batching: envelopes for a peer go into that peer's encoder; the first
  * one of a frame also queues a FLUSH message to the link itself, which
  * comes after everything already in the link's mailbox. So a burst of
  * sends becomes one frame, and a lone send goes out at once.
  *
- * Socket options, each set on purpose:
+ * Socket options, each set on purpose (tr__link_sockopts):
  *   ZMQ_LINGER 0          closing never blocks (shutdown has its own
  *                         BYE/reap protocol; libzmq#4660: we do not rely
  *                         on linger to deliver a tail).
- *   ZMQ_SNDHWM/RCVHWM     100000 messages: room for bursts; beyond, a send
- *                         blocks the link for up to ZMQ_SNDTIMEO.
- *   ZMQ_SNDTIMEO 2000 ms  a peer that does not read for 2 s is treated as
- *                         stuck: the frame is dropped and counted (logged).
+ *   ZMQ_SNDHWM/RCVHWM     100000 frames: room for bursts of batches.
+ *   ZMQ_SNDTIMEO 2000 ms  (worker pipes) a peer that does not read for 2 s
+ *                         is treated as stuck: the frame is dropped and
+ *                         counted (logged). Node sockets never block:
+ *                         they send with ZMQ_DONTWAIT.
  *   ZMQ_MAXMSGSIZE        the codec's max frame: a peer cannot make us
- *                         allocate more (LESSONS.md).
- *   ZMQ_ROUTER_MANDATORY  (main) a frame to a worker that is gone fails
+ *                         allocate more (LESSONS.md); libzmq drops the
+ *                         connection of a peer that tries.
+ *   ZMQ_ROUTER_MANDATORY  (ROUTER) a frame to a peer that is gone fails
  *                         loudly instead of vanishing.
- *   ZMQ_ROUTING_ID        (worker) "w<i>", so the main side knows who
- *                         speaks.
- *   ZMQ_RECONNECT_IVL 1   (worker) the main side may bind after we start.
- *   ZMQ_IMMEDIATE 1       (worker) queue only to a completed connection. */
+ *   ZMQ_ROUTING_ID        (DEALER) "w<i>" or the node's name, so the
+ *                         other side knows who speaks.
+ *   ZMQ_RECONNECT_IVL     (DEALER) 1 ms to a worker's parent (it may bind
+ *                         after we start); 100 ms to a node, capped at
+ *                         ZMQ_RECONNECT_IVL_MAX 1 s, so a node that comes
+ *                         back is found within a second.
+ *   ZMQ_IMMEDIATE 1       (DEALER) queue only to a completed connection:
+ *                         nothing piles up for a peer that is not there.
+ *   Nodes also: ZMQ_ROUTER_HANDOVER (a node that reconnects takes its
+ *   name back), CURVE keys and ZAP (node.c). */
 #define _GNU_SOURCE
 #include "transport/link.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -45,12 +56,53 @@
 #include "troupe/lifecycle.h"
 #include "troupe/mpack.h"
 
-static _Atomic uint64_t drop_log_count;
+/* Envelopes kept for a peer that has not said HELLO yet. */
+#define TR__WAITING_MAX 100000u
+
+static _Atomic uint64_t drop_log_count, unknown_log_count, reject_log_count;
+
+void tr__link_count(uint64_t *c) { __atomic_add_fetch(c, 1, __ATOMIC_RELAXED); }
 
 static void set_int(void *sock, int opt, int v) {
     if (zmq_setsockopt(sock, opt, &v, sizeof v) != 0)
         tr__log(TR_LOG_WARN, "zmq_setsockopt(%d): %s", opt,
                 zmq_strerror(zmq_errno()));
+}
+
+void tr__link_sockopts(tr__link *l, void *sock) {
+    set_int(sock, ZMQ_LINGER, 0);
+    set_int(sock, ZMQ_SNDHWM, 100000);
+    set_int(sock, ZMQ_RCVHWM, 100000);
+    set_int(sock, ZMQ_SNDTIMEO, 2000);
+    int64_t maxmsg = (int64_t)l->dec.lim.max_frame;
+    zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+}
+
+tr__link *tr__link_new(tr_runtime *rt, tr__link_mode mode, unsigned npeers) {
+    tr__link *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return NULL;
+    l->rt = rt;
+    l->mode = mode;
+    l->npeers = npeers;
+    l->zfd = l->zapfd = -1;
+    l->peers = calloc(npeers, sizeof *l->peers);
+    if (l->peers == NULL) {
+        free(l);
+        return NULL;
+    }
+    pthread_mutex_init(&l->lock, NULL);
+    for (unsigned i = 0; i < npeers; i++) {
+        tr__peer *p = &l->peers[i];
+        p->pidfd = -1;
+        p->zfd = -1;
+        p->used = mode != TR__LINK_NODE;
+        if (mode == TR__LINK_POOL)
+            p->identlen =
+                (size_t)snprintf(p->ident, sizeof p->ident, "w%u", i);
+        (void)tr__encoder_init(&p->enc, NULL);
+    }
+    return l;
 }
 
 int tr__link_open(tr__link *l) {
@@ -60,16 +112,14 @@ int tr__link_open(tr__link *l) {
     l->zctx = zmq_ctx_new();
     if (l->zctx == NULL)
         return TR_ESYS;
-    l->sock = zmq_socket(l->zctx, l->main_side ? ZMQ_ROUTER : ZMQ_DEALER);
+    if (l->mode == TR__LINK_NODE)
+        return tr__node_open(l);
+    bool pool = l->mode == TR__LINK_POOL;
+    l->sock = zmq_socket(l->zctx, pool ? ZMQ_ROUTER : ZMQ_DEALER);
     if (l->sock == NULL)
         return TR_ESYS;
-    set_int(l->sock, ZMQ_LINGER, 0);
-    set_int(l->sock, ZMQ_SNDHWM, 100000);
-    set_int(l->sock, ZMQ_RCVHWM, 100000);
-    set_int(l->sock, ZMQ_SNDTIMEO, 2000);
-    int64_t maxmsg = (int64_t)l->dec.lim.max_frame;
-    zmq_setsockopt(l->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-    if (l->main_side) {
+    tr__link_sockopts(l, l->sock);
+    if (pool) {
         set_int(l->sock, ZMQ_ROUTER_MANDATORY, 1);
         if (zmq_bind(l->sock, l->endpoint) != 0) {
             tr__log(TR_LOG_ERROR, "pool: bind %s: %s", l->endpoint,
@@ -88,13 +138,17 @@ int tr__link_open(tr__link *l) {
             return TR_ESYS;
         }
     }
+    for (unsigned i = 0; i < l->npeers; i++) {
+        l->peers[i].sock = l->sock;
+        l->peers[i].routed = pool;
+    }
     size_t sz = sizeof l->zfd;
     if (zmq_getsockopt(l->sock, ZMQ_FD, &l->zfd, &sz) != 0)
         return TR_ESYS;
     return 0;
 }
 
-static void peer_free_queues(tr__peer *p) {
+static void peer_free_waiting(tr__peer *p) {
     for (uint32_t i = 0; i < p->nwaiting; i++)
         tr__fwd_free(p->waiting[i]);
     free(p->waiting);
@@ -102,44 +156,60 @@ static void peer_free_queues(tr__peer *p) {
     p->nwaiting = p->capwaiting = 0;
 }
 
-void tr__link_close(tr__link *l) {
+void tr__link_free(tr__link *l) {
+    if (l == NULL)
+        return;
     for (unsigned i = 0; i < l->npeers; i++) {
         tr__peer *p = &l->peers[i];
-        peer_free_queues(p);
+        peer_free_waiting(p);
         tr__encoder_free(&p->enc);
         tr__idmap_free(&p->proxies);
         tr__idmap_free(&p->spawning);
+        tr__idmap_free(&p->reverse);
+        tr__idmap_free(&p->watching);
+        tr__idmap_free(&p->spawned);
         free(p->reqs);
         if (p->pidfd >= 0)
             close(p->pidfd);
+        if (p->sock != NULL && p->sock != l->sock)
+            zmq_close(p->sock);
     }
     free(l->peers);
-    l->peers = NULL;
-    tr__idmap_free(&l->reverse);
-    tr__idmap_free(&l->watching);
+    if (l->mode == TR__LINK_NODE)
+        tr__node_close(l);
     tr__decoder_free(&l->dec);
     if (l->sock != NULL)
         zmq_close(l->sock);
     if (l->zctx != NULL)
         zmq_ctx_term(l->zctx);
-    l->sock = l->zctx = NULL;
-    if (l->path[0] != 0)
-        unlink(l->path);
+    pthread_mutex_destroy(&l->lock);
+    free(l);
 }
 
 /* ---- sending ---- */
 
-static void send_frame(tr__link *l, tr__peer *p, const void *data, size_t len) {
+int tr__link_send_frame(tr__link *l, tr__peer *p, const void *data,
+                        size_t len) {
+    if (p->sock == NULL)
+        return TR_ESTATE;
+    /* Node sockets never block the link (a stalled node is found by its
+     * heartbeats); worker pipes may block up to ZMQ_SNDTIMEO. */
+    int flags = l->mode == TR__LINK_NODE ? ZMQ_DONTWAIT : 0;
     int rc = 0;
-    if (l->main_side)
-        rc = zmq_send(l->sock, p->ident, p->identlen, ZMQ_SNDMORE);
+    if (p->routed)
+        rc = zmq_send(p->sock, p->ident, p->identlen, flags | ZMQ_SNDMORE);
     if (rc >= 0)
-        rc = zmq_send(l->sock, data, len, 0);
-    if (rc < 0)
+        rc = zmq_send(p->sock, data, len, flags);
+    if (rc < 0) {
+        tr__link_count(&l->c.dropped_out);
         tr__log_sampled(&drop_log_count, TR_LOG_WARN,
                         "link: frame of %zu bytes to %s dropped: %s", len,
-                        l->main_side ? p->ident : "main",
+                        p->identlen ? p->ident : "main",
                         zmq_strerror(zmq_errno()));
+        return TR_ESYS;
+    }
+    tr__link_count(&l->c.frames_out);
+    return 0;
 }
 
 static void flush_peer(tr__link *l, tr__peer *p) {
@@ -147,7 +217,7 @@ static void flush_peer(tr__link *l, tr__peer *p) {
     size_t len;
     p->flush_sched = false;
     if (tr__encoder_finish(&p->enc, &frame, &len) == 0)
-        send_frame(l, p, frame, len);
+        (void)tr__link_send_frame(l, p, frame, len);
     tr__encoder_reset(&p->enc);
 }
 
@@ -170,18 +240,11 @@ static void env_from_fwd(const tr__fwd *f, tr__env *env) {
     }
 }
 
-static void queue_waiting(tr__peer *p, tr__fwd *f) {
-    if (p->nwaiting == p->capwaiting &&
-        !tr__grow((void **)&p->waiting, &p->capwaiting, p->nwaiting + 1,
-                  sizeof *p->waiting, 16)) {
-        tr__log(TR_LOG_ERROR, "link: out of memory queueing an envelope");
-        tr__fwd_free(f);
-        return;
-    }
-    p->waiting[p->nwaiting++] = f;
+void tr__link_tell_proxy(tr_ctx *ctx, uint64_t proxy, uint32_t tag,
+                         uint64_t v) {
+    if (proxy != 0)
+        (void)tr_send_u64(ctx, (tr_ref){proxy}, tag, v);
 }
-
-static void tell_proxy(tr_ctx *ctx, uint64_t proxy, uint32_t tag, uint64_t v);
 
 /* Answers a request's requester with a failure (TR_TAG_REMOTE_FAILED). */
 static void fail_request(tr_ctx *ctx, tr__link *l, uint64_t requester,
@@ -195,38 +258,53 @@ static void fail_request(tr_ctx *ctx, tr__link *l, uint64_t requester,
         tr__msg_free(m);
 }
 
-/* An envelope that cannot reach its peer any more: nothing that waits for
- * an answer is left waiting (takes f). */
+/* An envelope that cannot reach its peer: nothing that waits for an
+ * answer is left waiting (takes f). */
 static void fail_fwd(tr_ctx *ctx, tr__link *l, tr__fwd *f, int err) {
     if (f->kind == TR__K_SPAWN)
-        tell_proxy(ctx, f->sender, TR__PT_REMOTE_DOWN, (uint64_t)(int64_t)err);
+        tr__link_tell_proxy(ctx, f->sender, TR__PT_REMOTE_DOWN,
+                            (uint64_t)(int64_t)err);
     else if (f->kind == TR__K_REQUEST)
         fail_request(ctx, l, f->sender, f->req_id, err);
     tr__fwd_free(f);
 }
 
-/* Encodes f for its peer (takes f). */
-static void enqueue(tr_ctx *ctx, tr__link *l, tr__fwd *f) {
-    if (f->peer >= l->npeers) {
-        tr__fwd_free(f);
+static void queue_waiting(tr_ctx *ctx, tr__link *l, tr__peer *p, tr__fwd *f) {
+    if (p->nwaiting >= TR__WAITING_MAX ||
+        (p->nwaiting == p->capwaiting &&
+         !tr__grow((void **)&p->waiting, &p->capwaiting, p->nwaiting + 1,
+                   sizeof *p->waiting, 16))) {
+        tr__log_sampled(&drop_log_count, TR_LOG_WARN,
+                        "link: %s is not connected and %u envelopes wait "
+                        "for it: envelope refused",
+                        p->identlen ? p->ident : "main", p->nwaiting);
+        fail_fwd(ctx, l, f, TR_EAGAIN);
         return;
     }
-    tr__peer *p = &l->peers[f->peer];
-    if (p->dead || (l->main_side && f->gen != 0 && f->gen != p->generation)) {
+    p->waiting[p->nwaiting++] = f;
+}
+
+void tr__link_enqueue(tr_ctx *ctx, tr__link *l, tr__fwd *f) {
+    if (f->peer >= l->npeers || !tr__peer_used(&l->peers[f->peer])) {
         fail_fwd(ctx, l, f, TR_ELOST);
         return;
     }
-    if (!p->connected) {
-        queue_waiting(p, f);
+    tr__peer *p = &l->peers[f->peer];
+    if (p->dead || (f->gen != 0 && f->gen != p->generation)) {
+        fail_fwd(ctx, l, f, TR_ELOST);
         return;
     }
-    /* Main side: what waits for an answer is listed, so a lost worker
-     * fails it back (requests) or ends it (spawns). */
-    if (l->main_side && f->kind == TR__K_REQUEST &&
+    if (!p->connected && f->kind != TR__K_HELLO) {
+        queue_waiting(ctx, l, p, f);
+        return;
+    }
+    /* What waits for an answer is listed, so a lost peer fails it back
+     * (requests) or ends it (spawns). */
+    if (f->kind == TR__K_REQUEST &&
         tr__grow((void **)&p->reqs, &p->capreqs, p->nreqs + 1, sizeof *p->reqs,
                  16))
         p->reqs[p->nreqs++] = (tr__pending_req){f->sender, f->req_id};
-    if (l->main_side && f->kind == TR__K_SPAWN)
+    if (f->kind == TR__K_SPAWN)
         (void)tr__idmap_put(&p->spawning, f->sender, 1);
     tr__env env;
     env_from_fwd(f, &env);
@@ -235,10 +313,14 @@ static void enqueue(tr_ctx *ctx, tr__link *l, tr__fwd *f) {
         flush_peer(l, p);
         rc = tr__encoder_add(&p->enc, &env);
     }
-    if (rc != 0)
+    if (rc != 0) {
         tr__log(TR_LOG_WARN, "link: envelope (kind %u, tag 0x%x) refused: %s",
                 f->kind, f->tag, tr_strerror(rc));
-    else if (!p->flush_sched) {
+        if (f->kind == TR__K_REQUEST) {
+            p->nreqs--;
+            fail_request(ctx, l, f->sender, f->req_id, rc);
+        }
+    } else if (!p->flush_sched) {
         p->flush_sched = true;
         if (tr_send_u64(ctx, l->self, TR__LT_FLUSH, (uint64_t)(p - l->peers)) !=
             0)
@@ -247,9 +329,9 @@ static void enqueue(tr_ctx *ctx, tr__link *l, tr__fwd *f) {
     tr__fwd_free(f);
 }
 
-static void send_env(tr_ctx *ctx, tr__link *l, unsigned peer, uint8_t kind,
-                     uint64_t sender, uint64_t target, uint64_t req_id,
-                     int64_t aux) {
+void tr__link_send_env(tr_ctx *ctx, tr__link *l, unsigned peer, uint8_t kind,
+                       uint64_t sender, uint64_t target, uint64_t req_id,
+                       int64_t aux) {
     tr__fwd *f = calloc(1, sizeof *f);
     if (f == NULL)
         return;
@@ -259,7 +341,35 @@ static void send_env(tr_ctx *ctx, tr__link *l, unsigned peer, uint8_t kind,
     f->target = target;
     f->req_id = req_id;
     f->aux = aux;
-    enqueue(ctx, l, f);
+    tr__link_enqueue(ctx, l, f);
+}
+
+void tr__link_send_hello(tr_ctx *ctx, tr__link *l, tr__peer *p) {
+    static const char *const roles[] = {"main", "worker", "node"};
+    const char *role = roles[l->mode];
+    tr__hello h = {.proto_min = TR__PROTO_VERSION_MIN,
+                   .proto_max = TR__PROTO_VERSION,
+                   .role = role,
+                   .role_len = strlen(role),
+                   .pid = (uint64_t)getpid()};
+    if (l->mode == TR__LINK_NODE) {
+        h.node = l->name;
+        h.node_len = strlen(l->name);
+        h.epoch = (uint64_t)p->generation + 1;
+    }
+    unsigned char buf[TR__HELLO_MAX];
+    size_t len;
+    if (tr__hello_encode(&h, buf, sizeof buf, &len) != 0)
+        return;
+    tr__fwd *f = calloc(1, sizeof *f);
+    if (f == NULL)
+        return;
+    f->peer = (uint32_t)(p - l->peers);
+    f->kind = TR__K_HELLO;
+    f->payload = tr_msg_new_msgpack(0, buf, len);
+    tr__link_enqueue(ctx, l, f);
+    if (p->flush_sched) /* at once: it opens the session */
+        flush_peer(l, p);
 }
 
 /* ---- delivering ---- */
@@ -288,20 +398,27 @@ static int deliver(tr_ctx *ctx, tr__link *l, const tr__env *env,
     return rc;
 }
 
-/* Worker side: the local stand-in for a main-side actor (created on first
- * contact, so replies to tr_msg_sender go back over the link). */
-static tr_ref reverse_proxy(tr_ctx *ctx, tr__link *l, uint64_t main_id) {
+/* The local stand-in for a remote sender that is not one of our proxies'
+ * actors (created on first contact, so replies to tr_msg_sender go back
+ * over the link). It does not own the remote actor, keeps no runtime
+ * alive (a system actor) and ends with the peer's session. */
+static tr_ref reverse_proxy(tr__link *l, tr__peer *p, uint64_t remote_id) {
     uint64_t v;
-    if (main_id == 0)
+    if (remote_id == 0)
         return TR_REF_NONE;
-    if (tr__idmap_get(&l->reverse, main_id, &v) &&
-        tr_actor_alive(l->rt, (tr_ref){v}))
+    if (tr__idmap_get(&p->proxies, remote_id, &v) ||
+        (tr__idmap_get(&p->reverse, remote_id, &v) &&
+         tr_actor_alive(l->rt, (tr_ref){v})))
         return (tr_ref){v};
-    tr__proxy init = {.link = l->self, .peer = 0, .remote = main_id};
+    tr__proxy init = {.link = l->self,
+                      .peer = (uint32_t)(p - l->peers),
+                      .remote = remote_id,
+                      .gen = p->generation};
     tr_ref r;
-    if (tr_spawn(ctx, &tr__proxy_behavior, &init, sizeof init, &r) != 0)
+    if (tr__spawn_system(l->rt, &tr__proxy_behavior, &init, sizeof init, &r) !=
+        0)
         return TR_REF_NONE;
-    (void)tr__idmap_put(&l->reverse, main_id, r.id);
+    (void)tr__idmap_put(&p->reverse, remote_id, r.id);
     return r;
 }
 
@@ -321,79 +438,17 @@ static void load_add(tr__peer *p, int d) {
     __atomic_add_fetch(&p->load, (uint32_t)d, __ATOMIC_RELAXED);
 }
 
-static void tell_proxy(tr_ctx *ctx, uint64_t proxy, uint32_t tag, uint64_t v) {
-    if (proxy != 0)
-        (void)tr_send_u64(ctx, (tr_ref){proxy}, tag, v);
-}
-
-static void main_env(tr_ctx *ctx, tr__link *l, tr__peer *p,
-                     const tr__env *env) {
-    uint64_t proxy = 0;
-    switch (env->kind) {
-    case TR__K_HEARTBEAT:
-        break; /* last_rx_ms is all it is for */
-    case TR__K_HELLO:
-        if (!p->connected) {
-            p->connected = true;
-            p->ever_connected = true;
-            p->last_rx_ms = tr_now_ms();
-            tr__log(TR_LOG_INFO, "pool: worker %s (pid %d) connected", p->ident,
-                    (int)p->pid);
-            uint32_t n = p->nwaiting;
-            tr__fwd **w = p->waiting;
-            p->waiting = NULL;
-            p->nwaiting = p->capwaiting = 0;
-            for (uint32_t i = 0; i < n; i++)
-                enqueue(ctx, l, w[i]);
-            free(w);
-        }
-        break;
-    case TR__K_SPAWN_REPLY:
-        /* load was counted when the spawn picked this worker (pool.c). */
-        (void)tr__idmap_del(&p->spawning, env->target, NULL);
-        if (env->aux == 0) {
-            (void)tr__idmap_put(&p->proxies, env->sender, env->target);
-            /* The proxy learns the actor's id and the process incarnation
-             * (req_id) it lives in. */
-            tr_msg *sp = tr_msg_new_u64(TR__PT_SPAWNED, env->sender);
-            if (sp != NULL) {
-                sp->req_id = p->generation;
-                sp->sender = l->self;
-                if (tr__send(l->rt, ctx, (tr_ref){env->target}, sp) != 0)
-                    tr__msg_free(sp);
-            }
-        } else {
-            load_add(p, -1);
-            tell_proxy(ctx, env->target, TR__PT_REMOTE_DOWN,
-                       (uint64_t)env->aux);
-        }
-        break;
-    case TR__K_SEND:
-    case TR__K_REPLY:
-        if (env->kind == TR__K_REPLY)
-            remove_req(p, env->target, env->req_id);
-        (void)tr__idmap_get(&p->proxies, env->sender, &proxy);
-        (void)deliver(ctx, l, env, (tr_ref){proxy});
-        break;
-    case TR__K_DOWN:
-        if (tr__idmap_del(&p->proxies, env->sender, &proxy)) {
-            load_add(p, -1);
-            tell_proxy(ctx, proxy, TR__PT_REMOTE_DOWN, (uint64_t)env->aux);
-        }
-        break;
-    default:
-        break;
-    }
-}
-
-static int spawn_local(tr_ctx *ctx, const tr__env *env, tr_ref *out) {
+/* SPAWN: {"behavior": name, "init": bin} spawns; {"lookup": name} finds a
+ * registered actor instead (*owned false). */
+static int spawn_local(tr_ctx *ctx, tr__link *l, const tr__env *env,
+                       tr_ref *out, bool *owned) {
     tr_mp_reader r;
     tr_mp_reader_init(&r, env->data, env->len);
     uint32_t n;
     if (tr_mp_read_map(&r, &n) != 0)
         return TR_EPROTO;
-    const char *name = NULL;
-    size_t namelen = 0;
+    const char *name = NULL, *lookup = NULL;
+    size_t namelen = 0, lookuplen = 0;
     const void *init = NULL;
     size_t initlen = 0;
     for (uint32_t i = 0; i < n; i++) {
@@ -407,13 +462,25 @@ static int spawn_local(tr_ctx *ctx, const tr__env *env, tr_ref *out) {
         } else if (kl == 4 && memcmp(k, "init", 4) == 0) {
             if (tr_mp_read_bin(&r, &init, &initlen) != 0)
                 return TR_EPROTO;
+        } else if (kl == 6 && memcmp(k, "lookup", 6) == 0) {
+            if (tr_mp_read_str(&r, &lookup, &lookuplen) != 0)
+                return TR_EPROTO;
         } else if (tr_mp_skip(&r) != 0) {
             return TR_EPROTO;
         }
     }
+    *owned = lookup == NULL;
+    if (lookup != NULL) {
+        if (tr__names_find(l->rt, lookup, lookuplen, out) != 0) {
+            tr__log(TR_LOG_INFO, "link: lookup of unknown name '%.*s'",
+                    (int)lookuplen, lookup);
+            return TR_ENOTFOUND;
+        }
+        return 0;
+    }
     const tr_behavior *beh = name ? tr__registry_find(name, namelen) : NULL;
     if (beh == NULL) {
-        tr__log(TR_LOG_WARN, "worker: spawn of unregistered behaviour '%.*s'",
+        tr__log(TR_LOG_WARN, "link: spawn of unregistered behaviour '%.*s'",
                 (int)namelen, name ? name : "");
         return TR_ENOTFOUND;
     }
@@ -422,45 +489,128 @@ static int spawn_local(tr_ctx *ctx, const tr__env *env, tr_ref *out) {
     return tr_spawn(ctx, beh, init, initlen, out);
 }
 
-static void worker_env(tr_ctx *ctx, tr__link *l, const tr__env *env) {
-    switch (env->kind) {
-    case TR__K_SPAWN: {
-        tr_ref a;
-        int rc = spawn_local(ctx, env, &a);
-        uint64_t mon = 0;
-        if (rc == 0 && (rc = tr_monitor(ctx, a, &mon)) == 0)
-            (void)tr__idmap_put(&l->watching, mon, env->sender);
-        send_env(ctx, l, 0, TR__K_SPAWN_REPLY, rc == 0 ? a.id : 0, env->sender,
-                 env->req_id, rc);
-        break;
+static void on_spawn(tr_ctx *ctx, tr__link *l, tr__peer *p,
+                     const tr__env *env) {
+    tr_ref a = TR_REF_NONE;
+    bool owned = true;
+    int rc = spawn_local(ctx, l, env, &a, &owned);
+    uint64_t mon = 0;
+    if (rc == 0 && (rc = tr_monitor(ctx, a, &mon)) == 0) {
+        (void)tr__idmap_put(&p->watching, mon, env->sender);
+        if (owned)
+            (void)tr__idmap_put(&p->spawned, mon, a.id);
+    } else if (rc != 0 && owned && a.id != 0) {
+        (void)tr_kill(l->rt, a);
     }
+    tr__link_send_env(ctx, l, (unsigned)(p - l->peers), TR__K_SPAWN_REPLY,
+                      rc == 0 ? a.id : 0, env->sender, env->req_id, rc);
+}
+
+static void on_spawn_reply(tr_ctx *ctx, tr__link *l, tr__peer *p,
+                           const tr__env *env) {
+    /* load was counted when the spawn picked this peer (pool.c). */
+    if (!tr__idmap_del(&p->spawning, env->target, NULL))
+        return; /* not ours, or its session is over */
+    if (env->aux == 0) {
+        (void)tr__idmap_put(&p->proxies, env->sender, env->target);
+        /* The proxy learns the actor's id and the session (incarnation)
+         * it lives in (req_id). */
+        tr_msg *sp = tr_msg_new_u64(TR__PT_SPAWNED, env->sender);
+        if (sp != NULL) {
+            sp->req_id = p->generation;
+            sp->sender = l->self;
+            if (tr__send(l->rt, ctx, (tr_ref){env->target}, sp) != 0)
+                tr__msg_free(sp);
+        }
+    } else {
+        load_add(p, -1);
+        tr__link_tell_proxy(ctx, env->target, TR__PT_REMOTE_DOWN,
+                            (uint64_t)env->aux);
+    }
+}
+
+static void on_cancel(tr_ctx *ctx, tr__link *l, tr__peer *p,
+                      const tr__env *env) {
+    if (env->req_id != 0) { /* drop the request if not started yet */
+        tr__req_cancel_note(l->rt, reverse_proxy(l, p, env->sender).id,
+                            env->req_id);
+        return;
+    }
+    /* Only an actor this process runs for that peer can be stopped by it
+     * (a looked-up actor belongs to us). */
+    bool ours = false;
+    for (uint32_t k = 0; k < p->spawned.cap && !ours; k++) {
+        uint64_t key = p->spawned.keys[k];
+        ours = key != TR__IDMAP_EMPTY && key != TR__IDMAP_GONE &&
+               p->spawned.vals[k] == env->target;
+    }
+    if (!ours) {
+        tr__log(TR_LOG_INFO,
+                "link: %s asked to stop an actor it does not own: ignored",
+                p->identlen ? p->ident : "main");
+        return;
+    }
+    if (env->flags & TR__ENV_F_KILL)
+        (void)tr_kill(l->rt, (tr_ref){env->target});
+    else
+        (void)tr_cancel(l->rt, (tr_ref){env->target}, (int)env->aux, -1);
+    (void)ctx;
+}
+
+static void handle_env(tr_ctx *ctx, tr__link *l, tr__peer *p,
+                       const tr__env *env) {
+    uint64_t proxy = 0;
+    switch (env->kind) {
+    case TR__K_HELLO:
+        if (l->mode == TR__LINK_NODE) {
+            tr__node_hello(ctx, l, p, env);
+        } else if (!p->connected) {
+            p->connected = true;
+            p->ever_connected = true;
+            tr__log(TR_LOG_INFO, "pool: worker %s (pid %d) connected", p->ident,
+                    (int)p->pid);
+            tr__link_peer_up(ctx, l, p);
+        }
+        break;
+    case TR__K_HEARTBEAT: /* last_rx_ms is what it is for */
+        if (l->mode == TR__LINK_WORKER) /* answer the main side's ping */
+            tr__link_send_env(ctx, l, 0, TR__K_HEARTBEAT, 0, 0, 0, env->aux);
+        break;
+    case TR__K_BYE:
+        if (l->mode == TR__LINK_WORKER) {
+            l->stopping = true;
+            (void)tr_runtime_shutdown(l->rt);
+        } else if (l->mode == TR__LINK_NODE && p->connected) {
+            tr__log(TR_LOG_INFO, "node: %s said BYE", p->ident);
+            tr__link_peer_lost(ctx, l, p, TR_ELOST);
+        }
+        break;
+    case TR__K_SPAWN:
+        on_spawn(ctx, l, p, env);
+        break;
+    case TR__K_SPAWN_REPLY:
+        on_spawn_reply(ctx, l, p, env);
+        break;
     case TR__K_SEND:
     case TR__K_REQUEST:
     case TR__K_REPLY: {
-        int rc = deliver(ctx, l, env, reverse_proxy(ctx, l, env->sender));
+        if (env->kind == TR__K_REPLY)
+            remove_req(p, env->target, env->req_id);
+        int rc = deliver(ctx, l, env, reverse_proxy(l, p, env->sender));
         if (rc != 0 && env->kind == TR__K_REQUEST)
-            send_env(ctx, l, 0, TR__K_REPLY, env->target, env->sender,
-                     env->req_id, rc);
+            tr__link_send_env(ctx, l, (unsigned)(p - l->peers), TR__K_REPLY,
+                              env->target, env->sender, env->req_id, rc);
         break;
     }
     case TR__K_CANCEL:
-        if (env->req_id != 0) { /* drop the request if not started yet */
-            tr__req_cancel_note(l->rt, reverse_proxy(ctx, l, env->sender).id,
-                                env->req_id);
-        } else {
-            if (env->flags & TR__ENV_F_KILL)
-                (void)tr_kill(l->rt, (tr_ref){env->target});
-            else
-                (void)tr_cancel(l->rt, (tr_ref){env->target}, (int)env->aux,
-                                -1);
+        on_cancel(ctx, l, p, env);
+        break;
+    case TR__K_DOWN:
+        if (tr__idmap_del(&p->proxies, env->sender, &proxy)) {
+            load_add(p, -1);
+            tr__link_tell_proxy(ctx, proxy, TR__PT_REMOTE_DOWN,
+                                (uint64_t)env->aux);
         }
-        break;
-    case TR__K_HEARTBEAT: /* answer the main side's ping */
-        send_env(ctx, l, 0, TR__K_HEARTBEAT, 0, 0, 0, env->aux);
-        break;
-    case TR__K_BYE:
-        l->stopping = true;
-        (void)tr_runtime_shutdown(l->rt);
         break;
     default:
         break;
@@ -472,260 +622,217 @@ static void handle_frame(tr_ctx *ctx, tr__link *l, tr__peer *p,
     uint32_t n = 0;
     int rc = tr__decoder_decode(&l->dec, data, len, &n);
     if (rc != 0) {
-        tr__log(TR_LOG_WARN,
-                "link: frame of %zu bytes from %s rejected "
-                "(%s at byte %zu): %s",
-                len, p ? p->ident : "main",
-                tr__codec_reject_name(l->dec.reason), l->dec.offset,
-                tr_strerror(rc));
+        tr__link_count(&l->c.rejected);
+        tr__log_sampled(&reject_log_count, TR_LOG_WARN,
+                        "link: frame of %zu bytes from %s rejected "
+                        "(%s at byte %zu): %s",
+                        len, p->identlen ? p->ident : "main",
+                        tr__codec_reject_name(l->dec.reason), l->dec.offset,
+                        tr_strerror(rc));
         return;
     }
+    tr__link_count(&l->c.frames_in);
+    p->last_rx_ms = tr_now_ms();
     for (uint32_t i = 0; i < n; i++) {
-        if (l->main_side)
-            main_env(ctx, l, p, &l->dec.envs[i]);
-        else
-            worker_env(ctx, l, &l->dec.envs[i]);
+        const tr__env *env = &l->dec.envs[i];
+        if (l->mode == TR__LINK_NODE && !p->connected &&
+            env->kind != TR__K_HELLO) {
+            /* No session: the peer must say HELLO (again); BYE tells it. */
+            tr__link_count(&l->c.unknown_peer);
+            if (env->kind != TR__K_BYE) {
+                unsigned char bye[32];
+                tr__encoder e;
+                const unsigned char *fr;
+                size_t fl;
+                tr__env b = {.kind = TR__K_BYE, .aux = TR_ELOST};
+                if (tr__encoder_init(&e, NULL) == 0 &&
+                    tr__encoder_add(&e, &b) == 0 &&
+                    tr__encoder_finish(&e, &fr, &fl) == 0 &&
+                    fl <= sizeof bye) {
+                    memcpy(bye, fr, fl);
+                    (void)tr__link_send_frame(l, p, bye, fl);
+                }
+                tr__encoder_free(&e);
+            }
+            return;
+        }
+        handle_env(ctx, l, p, env);
     }
 }
 
 static tr__peer *peer_by_ident(tr__link *l, const void *id, size_t len) {
     for (unsigned i = 0; i < l->npeers; i++)
-        if (l->peers[i].identlen == len &&
+        if (tr__peer_used(&l->peers[i]) && l->peers[i].identlen == len &&
+            l->peers[i].sock == l->sock &&
             memcmp(l->peers[i].ident, id, len) == 0)
             return &l->peers[i];
     return NULL;
 }
 
-/* Reads every message the socket has (ZMQ_FD is edge-triggered). */
-static void drain(tr_ctx *ctx, tr__link *l) {
+/* Receives one part; false when there is none. */
+static bool recv_part(void *sock, zmq_msg_t *part) {
+    zmq_msg_init(part);
+    if (zmq_msg_recv(part, sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(part);
+        return false;
+    }
+    return true;
+}
+
+/* Skips the rest of a message with more parts than the protocol has. */
+static bool skip_extra_parts(tr__link *l, void *sock, zmq_msg_t *last) {
+    if (!zmq_msg_more(last))
+        return false;
+    zmq_msg_t extra;
+    while (recv_part(sock, &extra)) {
+        bool more = zmq_msg_more(&extra);
+        zmq_msg_close(&extra);
+        if (!more)
+            break;
+    }
+    tr__link_count(&l->c.rejected);
+    tr__log_sampled(&reject_log_count, TR_LOG_WARN,
+                    "link: multi-part message rejected (one frame per "
+                    "message)");
+    return true;
+}
+
+/* Reads every message a socket has (ZMQ_FD is edge-triggered). fixed: the
+ * peer of a DEALER; NULL for the ROUTER. */
+static void drain_sock(tr_ctx *ctx, tr__link *l, void *sock, tr__peer *fixed) {
     for (;;) {
         int events = 0;
         size_t sz = sizeof events;
-        if (zmq_getsockopt(l->sock, ZMQ_EVENTS, &events, &sz) != 0 ||
+        if (zmq_getsockopt(sock, ZMQ_EVENTS, &events, &sz) != 0 ||
             !(events & ZMQ_POLLIN))
             return;
-        zmq_msg_t part;
-        zmq_msg_init(&part);
-        tr__peer *p = l->main_side ? NULL : &l->peers[0];
-        if (l->main_side) {
-            if (zmq_msg_recv(&part, l->sock, ZMQ_DONTWAIT) < 0) {
-                zmq_msg_close(&part);
+        zmq_msg_t id, part;
+        tr__peer *p = fixed;
+        bool have_id = false;
+        if (fixed == NULL) {
+            if (!recv_part(sock, &id))
                 return;
+            have_id = true;
+            if (!zmq_msg_more(&id)) { /* an empty probe, nothing to read */
+                zmq_msg_close(&id);
+                continue;
             }
-            p = peer_by_ident(l, zmq_msg_data(&part), zmq_msg_size(&part));
-            zmq_msg_close(&part);
-            zmq_msg_init(&part);
+            p = peer_by_ident(l, zmq_msg_data(&id), zmq_msg_size(&id));
         }
-        if (zmq_msg_recv(&part, l->sock, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&part);
+        if (!recv_part(sock, &part)) {
+            if (have_id)
+                zmq_msg_close(&id);
             return;
         }
-        if (p == NULL) {
-            tr__log(TR_LOG_WARN, "pool: frame from an unknown peer dropped");
-        } else {
-            p->last_rx_ms = tr_now_ms();
-            handle_frame(ctx, l, p, zmq_msg_data(&part), zmq_msg_size(&part));
+        if (!skip_extra_parts(l, sock, &part)) {
+            if (p == NULL && l->mode == TR__LINK_NODE)
+                p = tr__node_accept(ctx, l, zmq_msg_data(&id),
+                                    zmq_msg_size(&id), zmq_msg_data(&part),
+                                    zmq_msg_size(&part));
+            else if (p == NULL) {
+                tr__link_count(&l->c.unknown_peer);
+                tr__log_sampled(&unknown_log_count, TR_LOG_WARN,
+                                "link: frame from an unknown peer dropped");
+            }
+            if (p != NULL)
+                handle_frame(ctx, l, p, zmq_msg_data(&part),
+                             zmq_msg_size(&part));
         }
         zmq_msg_close(&part);
+        if (have_id)
+            zmq_msg_close(&id);
     }
 }
 
-/* ---- worker processes (main side) ---- */
-
-static int pidfd_open_(pid_t pid) {
-#ifdef SYS_pidfd_open
-    return (int)syscall(SYS_pidfd_open, pid, 0);
-#else
-    (void)pid;
-    errno = ENOSYS;
-    return -1;
-#endif
+static void drain(tr_ctx *ctx, tr__link *l) {
+    if (l->sock != NULL)
+        drain_sock(ctx, l, l->sock, l->mode == TR__LINK_WORKER ? &l->peers[0]
+                                                               : NULL);
+    if (l->mode != TR__LINK_NODE)
+        return;
+    for (unsigned i = 0; i < l->npeers; i++)
+        if (tr__peer_used(&l->peers[i]) && l->peers[i].outgoing &&
+            l->peers[i].sock != NULL)
+            drain_sock(ctx, l, l->peers[i].sock, &l->peers[i]);
+    tr__node_zap(l);
 }
 
-int tr__link_start_worker(tr__link *l, unsigned i) {
-    tr__peer *p = &l->peers[i];
-    char idx[16], threads[16], parent[24];
-    snprintf(idx, sizeof idx, "%u", i);
-    snprintf(threads, sizeof threads, "%u", l->worker_threads);
-    snprintf(parent, sizeof parent, "%d", (int)getpid());
-    char exe[4096];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        return TR_ESYS;
-    exe[n] = 0;
-    /* Everything the child needs is prepared before fork: between fork
-     * and exec it only makes system calls (async-signal-safe), as a child
-     * of a multi-threaded process must. */
-    char *argv[] = {exe, NULL};
-    char env_ep[200], env_idx[64], env_thr[64], env_par[64];
-    snprintf(env_ep, sizeof env_ep, "TROUPE_WORKER=%s", l->endpoint);
-    snprintf(env_idx, sizeof env_idx, "TROUPE_WORKER_INDEX=%s", idx);
-    snprintf(env_thr, sizeof env_thr, "TROUPE_WORKER_THREADS=%s", threads);
-    snprintf(env_par, sizeof env_par, "TROUPE_WORKER_PARENT=%s", parent);
-    extern char **environ;
-    size_t ne = 0;
-    while (environ[ne] != NULL)
-        ne++;
-    char **envp = calloc(ne + 5, sizeof *envp);
-    if (envp == NULL)
-        return TR_ENOMEM;
-    size_t k = 0;
-    for (size_t e = 0; e < ne; e++)
-        if (strncmp(environ[e], "TROUPE_WORKER", 13) != 0)
-            envp[k++] = environ[e];
-    envp[k++] = env_ep;
-    envp[k++] = env_idx;
-    envp[k++] = env_thr;
-    envp[k++] = env_par;
-    pid_t parent_pid = getpid();
-    pid_t pid = fork();
-    if (pid == 0) {
-        /* Its own process group: a terminal's Ctrl-C goes to the main
-         * process, which shuts the workers down in order. (No
-         * PR_SET_PDEATHSIG: it fires when the forking THREAD exits, and
-         * workers restarted from a scheduler thread would die with it; the
-         * worker watches its parent instead, see pool.c.) */
-        setpgid(0, 0);
-        if (getppid() != parent_pid)
-            _exit(1);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        execve(exe, argv, envp);
-        _exit(127);
-    }
-    free(envp);
-    if (pid < 0) {
-        tr__log(TR_LOG_ERROR, "pool: fork: %s", strerror(errno));
-        return TR_ESYS;
-    }
-    /* Relaxed atomics: pid and load are read by other threads as hints
-     * (tr_pool_worker_pid, the spawn's choice of worker). */
-    __atomic_store_n(&p->pid, pid, __ATOMIC_RELAXED);
-    p->dead = false;
-    p->connected = false;
-    p->generation++;
-    p->pidfd = pidfd_open_(pid);
-    if (p->pidfd < 0)
-        tr__log(TR_LOG_WARN,
-                "pool: pidfd_open: %s (worker death is then "
-                "noticed only by its closed connection)",
-                strerror(errno));
-    return 0;
+/* ---- peer sessions ---- */
+
+void tr__link_peer_up(tr_ctx *ctx, tr__link *l, tr__peer *p) {
+    p->last_rx_ms = tr_now_ms();
+    uint32_t n = p->nwaiting;
+    tr__fwd **w = p->waiting;
+    p->waiting = NULL;
+    p->nwaiting = p->capwaiting = 0;
+    for (uint32_t i = 0; i < n; i++)
+        tr__link_enqueue(ctx, l, w[i]);
+    free(w);
 }
 
-/* The link learns of worker i's death through its pidfd (readable when
- * the process exits). */
-static void watch_worker(tr__link *l, unsigned i) {
-    tr__peer *p = &l->peers[i];
-    if (p->pidfd >= 0 && tr_watch(l->rt, p->pidfd, TR_READABLE, l->self,
-                                  TR__LT_DEAD, &p->pidwatch) != 0)
-        tr__log(TR_LOG_WARN, "pool: cannot watch worker %u's pidfd", i);
+/* Each live key of m (with its value) to fn. */
+static void idmap_each(tr__idmap *m, void (*fn)(tr_ctx *, tr__link *,
+                                                uint64_t, uint64_t),
+                       tr_ctx *ctx, tr__link *l) {
+    for (uint32_t k = 0; k < m->cap; k++) {
+        uint64_t key = m->keys[k];
+        if (key != TR__IDMAP_EMPTY && key != TR__IDMAP_GONE)
+            fn(ctx, l, key, m->vals[k]);
+    }
+    tr__idmap_free(m);
 }
 
-/* A worker process died: everything it ran is lost; start a new one. */
-static void worker_lost(tr_ctx *ctx, tr__link *l, unsigned i) {
-    tr__peer *p = &l->peers[i];
-    int status = 0;
-    pid_t r = waitpid(p->pid, &status, WNOHANG);
-    if (r == 0)
-        return; /* spurious */
-    tr__log(TR_LOG_WARN, "pool: worker %u (pid %d) died (%s %d)", i,
-            (int)p->pid, WIFSIGNALED(status) ? "signal" : "status",
-            WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
-    if (p->pidfd >= 0) {
-        (void)tr_unwatch(l->rt, p->pidwatch);
-        close(p->pidfd);
-        p->pidfd = -1;
-    }
-    p->dead = true;
-    p->connected = false;
+static void end_proxy_key(tr_ctx *ctx, tr__link *l, uint64_t key,
+                          uint64_t v) {
+    (void)l;
+    (void)v;
+    tr__link_tell_proxy(ctx, key, TR__PT_REMOTE_DOWN,
+                        (uint64_t)(int64_t)TR_ELOST);
+}
+
+static void end_proxy_val(tr_ctx *ctx, tr__link *l, uint64_t key,
+                          uint64_t v) {
+    end_proxy_key(ctx, l, v, key);
+}
+
+static void cancel_spawned(tr_ctx *ctx, tr__link *l, uint64_t key,
+                           uint64_t v) {
+    (void)ctx;
+    (void)key;
+    (void)tr_cancel(l->rt, (tr_ref){v}, TR_EXIT_CANCELLED, -1);
+}
+
+void tr__link_peer_lost(tr_ctx *ctx, tr__link *l, tr__peer *p, int err) {
+    tr__link_count(&l->c.peers_lost);
+    /* Relaxed: tr_node_is_up reads it as a snapshot. */
+    __atomic_store_n(&p->connected, false, __ATOMIC_RELAXED);
     p->flush_sched = false;
+    p->generation++; /* proxies of the old session now fail their sends */
     tr__encoder_reset(&p->enc);
-    /* What never left (the worker had not said HELLO yet) fails too. */
+    /* What never left fails too. */
     uint32_t nw = p->nwaiting;
     tr__fwd **waiting = p->waiting;
     p->waiting = NULL;
     p->nwaiting = p->capwaiting = 0;
     for (uint32_t k = 0; k < nw; k++)
-        fail_fwd(ctx, l, waiting[k], TR_ELOST);
+        fail_fwd(ctx, l, waiting[k], err);
     free(waiting);
     /* Requests in flight: failed back, distinctly (TR_ELOST). */
     for (uint32_t k = 0; k < p->nreqs; k++)
-        fail_request(ctx, l, p->reqs[k].requester, p->reqs[k].req_id,
-                     TR_ELOST);
+        fail_request(ctx, l, p->reqs[k].requester, p->reqs[k].req_id, err);
     p->nreqs = 0;
-    /* Spawns not answered yet: their proxies end too. */
-    for (uint32_t k = 0; k < p->spawning.cap; k++) {
-        uint64_t key = p->spawning.keys[k];
-        if (key != TR__IDMAP_EMPTY && key != TR__IDMAP_GONE)
-            tell_proxy(ctx, key, TR__PT_REMOTE_DOWN,
-                       (uint64_t)(int64_t)TR_ELOST);
-    }
-    tr__idmap_free(&p->spawning);
-    /* Its actors' proxies end with TR_ELOST: monitors, links and
-     * supervisors take it from there. */
-    for (uint32_t k = 0; k < p->proxies.cap; k++) {
-        uint64_t key = p->proxies.keys[k];
-        if (key != TR__IDMAP_EMPTY && key != TR__IDMAP_GONE)
-            tell_proxy(ctx, p->proxies.vals[k], TR__PT_REMOTE_DOWN,
-                       (uint64_t)(int64_t)TR_ELOST);
-    }
-    tr__idmap_free(&p->proxies);
+    /* Unanswered spawns, our proxies of its actors and the stand-ins for
+     * its senders end; monitors, links and supervisors take it from
+     * there. */
+    idmap_each(&p->spawning, end_proxy_key, ctx, l);
+    idmap_each(&p->proxies, end_proxy_val, ctx, l);
+    idmap_each(&p->reverse, end_proxy_val, ctx, l);
+    /* Actors we ran for it have no owner any more: cancelled. */
+    idmap_each(&p->spawned, cancel_spawned, ctx, l);
+    tr__idmap_free(&p->watching);
     __atomic_store_n(&p->load, 0, __ATOMIC_RELAXED);
-    /* Start a new one, unless it keeps dying before it even says HELLO
-     * (a worker that cannot start would be restarted in a tight loop). */
-    p->failed_starts = p->ever_connected ? 0 : p->failed_starts + 1;
-    p->ever_connected = false;
-    if (!l->stopping && p->failed_starts < 3 &&
-        tr__link_start_worker(l, i) == 0) {
-        p->dead = false;
-        watch_worker(l, i);
-    } else if (!l->stopping) {
-        tr__log(TR_LOG_ERROR,
-                "pool: worker %u failed to start %u times in a row; not "
-                "restarted (spawns placed on it fail)",
-                i, p->failed_starts);
-        __atomic_store_n(&p->pid, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&p->load, UINT32_MAX, __ATOMIC_RELAXED);
-    }
-}
-
-void tr__link_stop_workers(tr__link *l) {
-    l->stopping = true;
-    for (unsigned i = 0; i < l->npeers; i++) {
-        tr__peer *p = &l->peers[i];
-        if (p->dead || p->pid <= 0 || !p->connected)
-            continue;
-        unsigned char buf[64];
-        tr__encoder_reset(&p->enc);
-        tr__env env = {.kind = TR__K_BYE};
-        const unsigned char *frame;
-        size_t len;
-        if (tr__encoder_add(&p->enc, &env) == 0 &&
-            tr__encoder_finish(&p->enc, &frame, &len) == 0) {
-            memcpy(buf, frame, len < sizeof buf ? len : sizeof buf);
-            send_frame(l, p, buf, len);
-        }
-    }
-    /* Reap: a worker gets 2 s after BYE, then SIGKILL. */
-    int64_t until = tr_now_ms() + 2000;
-    for (unsigned i = 0; i < l->npeers; i++) {
-        tr__peer *p = &l->peers[i];
-        if (p->pid <= 0)
-            continue;
-        int status;
-        while (waitpid(p->pid, &status, WNOHANG) == 0) {
-            if (tr_now_ms() > until) {
-                kill(p->pid, SIGKILL);
-                waitpid(p->pid, &status, 0);
-                break;
-            }
-            usleep(1000);
-        }
-        __atomic_store_n(&p->pid, 0, __ATOMIC_RELAXED);
-        p->dead = true;
-    }
+    if (l->mode == TR__LINK_NODE)
+        tr__node_notify(ctx, l, p, false);
 }
 
 /* ---- the actor ---- */
@@ -733,40 +840,34 @@ void tr__link_stop_workers(tr__link *l) {
 static int link_start(tr_ctx *ctx, void *state) {
     tr__link *l = *(tr__link **)state;
     l->self = tr_self(ctx);
-    int rc =
-        tr_watch(l->rt, l->zfd, TR_READABLE, l->self, TR__LT_ZMQ, &l->zwatch);
+    int rc = 0;
+    if (l->sock != NULL)
+        rc = tr_watch(l->rt, l->zfd, TR_READABLE, l->self, TR__LT_ZMQ,
+                      &l->zwatch);
     if (rc != 0)
         return rc;
-    if (l->main_side) {
+    if (l->mode == TR__LINK_POOL) {
         /* The processes were started by tr_pool_start. */
         for (unsigned i = 0; i < l->npeers; i++)
-            watch_worker(l, i);
-        /* Heartbeats, and a poll for dead workers (pidfd is faster, but
-         * not everywhere: valgrind, old kernels). */
-        if ((rc = tr_send_every(l->rt, l->self, 100, TR__LT_TICK,
-                                &l->tick)) != 0)
-            return rc;
-    } else {
+            tr__link_watch_worker(l, i);
+    } else if (l->mode == TR__LINK_WORKER) {
         tr__peer *p = &l->peers[0];
         p->connected = true;
-        tr__hello h = {.proto_min = TR__PROTO_VERSION_MIN,
-                       .proto_max = TR__PROTO_VERSION,
-                       .role = "worker",
-                       .role_len = 6,
-                       .pid = (uint64_t)getpid()};
-        unsigned char buf[TR__HELLO_MAX];
-        size_t len;
-        if (tr__hello_encode(&h, buf, sizeof buf, &len) == 0) {
-            tr__fwd *f = calloc(1, sizeof *f);
-            if (f != NULL) {
-                f->kind = TR__K_HELLO;
-                f->payload = tr_msg_new_msgpack(0, buf, len);
-                enqueue(ctx, l, f);
-            }
-        }
+        tr__link_send_hello(ctx, l, p);
+    } else if (l->zap != NULL) {
+        rc = tr_watch(l->rt, l->zapfd, TR_READABLE, l->self, TR__LT_ZMQ,
+                      &l->zapwatch);
+    }
+    /* Heartbeats and loss detection (pool: also a poll for dead workers:
+     * pidfd is faster, but not everywhere: valgrind, old kernels). */
+    if (rc == 0 && l->mode != TR__LINK_WORKER) {
+        int64_t period =
+            l->mode == TR__LINK_NODE ? l->loss_timeout_ms / 5 : 100;
+        rc = tr_send_every(l->rt, l->self, period > 0 ? period : 1,
+                           TR__LT_TICK, &l->tick);
     }
     drain(ctx, l);
-    return 0;
+    return rc;
 }
 
 static int link_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
@@ -777,7 +878,7 @@ static int link_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     case TR__LT_FWD: {
         void *f = NULL;
         if (tr_msg_take_ptr(msg, &f) == 0)
-            enqueue(ctx, l, f);
+            tr__link_enqueue(ctx, l, f);
         break;
     }
     case TR__LT_FLUSH: {
@@ -786,41 +887,37 @@ static int link_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
             flush_peer(l, &l->peers[i]);
         break;
     }
-    case TR__LT_TICK: /* heartbeats: ping, and find the silent */
-        for (unsigned i = 0; i < l->npeers; i++) {
-            tr__peer *p = &l->peers[i];
-            if (!p->dead && p->pid > 0)
-                worker_lost(ctx, l, i); /* reaps it if it exited */
-            if (!p->connected || p->dead)
-                continue;
-            if (l->hang_timeout_ms > 0 &&
-                tr_now_ms() - p->last_rx_ms > l->hang_timeout_ms) {
-                tr__log(TR_LOG_WARN,
-                        "pool: worker %u (pid %d) silent for "
-                        "%lld ms: killed as hung",
-                        i, (int)p->pid,
-                        (long long)(tr_now_ms() - p->last_rx_ms));
-                p->last_rx_ms = tr_now_ms(); /* once; its pidfd does the rest */
-                kill(p->pid, SIGKILL);
-                continue;
-            }
-            send_env(ctx, l, i, TR__K_HEARTBEAT, 0, 0, 0, (int64_t)++p->hb_seq);
-        }
+    case TR__LT_TICK:
+        if (l->mode == TR__LINK_POOL)
+            tr__link_pool_tick(ctx, l);
+        else
+            tr__node_tick(ctx, l);
         break;
     case TR__LT_DEAD:
         for (unsigned i = 0; i < l->npeers; i++)
             if (!l->peers[i].dead && l->peers[i].pid > 0)
-                worker_lost(ctx, l, i);
+                tr__link_worker_lost(ctx, l, i);
         break;
-    case TR_TAG_DOWN: { /* worker side: a spawned actor ended */
+    case TR_TAG_DOWN: { /* an actor we run for a peer ended */
         tr_exit x;
         uint64_t proxy = 0;
-        if (tr_msg_exit(msg, &x) == 0 &&
-            tr__idmap_del(&l->watching, x.id, &proxy))
-            send_env(ctx, l, 0, TR__K_DOWN, x.who.id, proxy, x.id, x.reason);
+        if (tr_msg_exit(msg, &x) != 0)
+            break;
+        for (unsigned i = 0; i < l->npeers; i++) {
+            tr__peer *p = &l->peers[i];
+            if (!tr__idmap_del(&p->watching, x.id, &proxy))
+                continue;
+            (void)tr__idmap_del(&p->spawned, x.id, NULL);
+            tr__link_send_env(ctx, l, i, TR__K_DOWN, x.who.id, proxy, x.id,
+                              x.reason);
+            break;
+        }
         break;
     }
     default:
+        if (l->mode == TR__LINK_NODE &&
+            tr__node_handle(ctx, l, msg) != TR_UNHANDLED)
+            break;
         return TR_UNHANDLED;
     }
     drain(ctx, l); /* after any socket use, and on readiness */

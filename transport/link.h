@@ -1,9 +1,14 @@
-/* Internal: the link actor, the only user of a process's ZeroMQ socket
- * (ROUTER in the main process, one peer per worker; DEALER in a worker,
- * one peer: the main process). */
+/* Internal: the link actor, the only user of a process's ZeroMQ sockets.
+ * Three modes share it (and one envelope handler):
+ *   POOL   main process: a ROUTER, one peer per worker process it started;
+ *   WORKER a worker process: a DEALER, one peer (the main process);
+ *   NODE   a node: a ROUTER it listens on (CURVE server) for peers that
+ *          connect in, and one DEALER (CURVE client) per peer it connects
+ *          out to; peers are named nodes. */
 #ifndef TR_TRANSPORT_LINK_H
 #define TR_TRANSPORT_LINK_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -11,19 +16,36 @@
 #include "transport/idmap.h"
 #include "transport/remote.h"
 
+typedef enum tr__link_mode {
+    TR__LINK_POOL,
+    TR__LINK_WORKER,
+    TR__LINK_NODE
+} tr__link_mode;
+
 typedef struct tr__pending_req {
     uint64_t requester; /* local actor id */
     uint64_t req_id;
 } tr__pending_req;
 
 typedef struct tr__peer {
-    char ident[16]; /* ROUTER routing id "w<i>" */
+    char ident[TR__REG_NAME_MAX]; /* ROUTER routing id: "w<i>" or node name */
     size_t identlen;
+    bool used; /* node slots: taken by a name */
+    /* Where its frames go: the link's ROUTER (routed: ident frame first)
+     * or the peer's own DEALER (node peers we connect out to). */
+    void *sock;
+    bool routed;
+    bool outgoing; /* node: we connect to it */
+    int zfd;       /* own DEALER's ZMQ_FD, -1 if none */
+    tr_watch_id zwatch;
+    char endpoint[160];  /* node, outgoing: where */
+    char serverkey[41];  /* node, outgoing: its CURVE public key (z85) */
+    uint64_t session[2]; /* node: the peer's (pid, epoch) of this session */
     pid_t pid;
     int pidfd;
     tr_watch_id pidwatch;
     bool connected, dead, ever_connected;
-    unsigned generation; /* restarts of this worker slot */
+    unsigned generation; /* restarts of this worker / sessions with a node */
     tr__encoder enc;
     bool flush_sched;
     tr__fwd **waiting; /* envelopes before the peer said HELLO */
@@ -31,44 +53,118 @@ typedef struct tr__peer {
     uint32_t load;      /* live remote actors */
     int64_t last_rx_ms; /* last frame from this peer */
     uint64_t hb_seq;
-    tr__idmap proxies;     /* main: remote actor id -> proxy id */
-    tr__idmap spawning;    /* main: proxy ids whose SPAWN is unanswered */
+    tr__idmap proxies;  /* remote actor id -> local proxy id */
+    tr__idmap spawning; /* proxy ids whose SPAWN is unanswered */
+    tr__idmap reverse;  /* remote sender id -> local stand-in proxy id */
+    tr__idmap watching; /* local monitor id -> remote proxy id */
+    tr__idmap spawned;  /* local monitor id -> local actor spawned for it */
     unsigned failed_starts;
-    tr__pending_req *reqs; /* main: requests in flight to this peer */
+    tr__pending_req *reqs; /* requests in flight to this peer */
     uint32_t nreqs, capreqs;
 } tr__peer;
 
+/* Counters (relaxed atomics: statistics, read by any thread). */
+typedef struct tr__link_counters {
+    uint64_t frames_in, frames_out, rejected, unknown_peer, zap_denied,
+        zap_allowed, dropped_out, peers_lost;
+} tr__link_counters;
+
 typedef struct tr__link {
     tr_runtime *rt;
-    bool main_side;
+    tr__link_mode mode;
     bool stopping;
-    void *zctx, *sock;
+    void *zctx, *sock; /* sock: ROUTER (POOL, NODE listening) or DEALER */
     int zfd;
     tr_watch_id zwatch;
     char endpoint[160];
-    char path[128]; /* ipc socket file (main side), unlinked at the end */
     tr__peer *peers;
-    unsigned npeers;
+    unsigned npeers; /* slots */
     unsigned worker_threads;
     int64_t hang_timeout_ms; /* -1: no hang detection */
     tr_timer_id tick;
     tr__decoder dec;
     tr_ref self;
-    /* worker side */
-    tr__idmap reverse;  /* main-side actor id -> local proxy id */
-    tr__idmap watching; /* local actor id -> main-side proxy id */
-    unsigned index;     /* this worker's index */
+    unsigned index; /* WORKER: this worker's index */
+    /* NODE */
+    pthread_mutex_t lock; /* slots' names (read by tr_node_* callers) */
+    char name[TR__REG_NAME_MAX];
+    char public_key[41], secret_key[41];
+    bool plaintext;
+    char (*allow)[41]; /* allowed public keys (z85) */
+    size_t nallow;
+    void *zap; /* ZAP handler (REP on inproc://zeromq.zap.01) */
+    int zapfd;
+    tr_watch_id zapwatch;
+    int64_t loss_timeout_ms;
+    tr_ref *subs; /* told TR_TAG_NODE_UP / _DOWN */
+    uint32_t nsubs, capsubs;
+    tr__link_counters c;
 } tr__link;
 
 extern const tr_behavior tr__link_behavior;
 
-/* Opens the socket (bind or connect) and the codec. */
+/* Is slot p taken? Node slots are taken by other threads (node.c,
+ * slot_take: release), read by the link's (acquire). */
+static inline bool tr__peer_used(const tr__peer *p) {
+    return __atomic_load_n(&p->used, __ATOMIC_ACQUIRE);
+}
+
+/* Creates a link with npeers slots (ZeroMQ not touched yet). */
+tr__link *tr__link_new(tr_runtime *rt, tr__link_mode mode, unsigned npeers);
+/* Opens the main socket (bind or connect) and the codec. */
 int tr__link_open(tr__link *l);
-/* Closes everything (no actor runs any more). */
-void tr__link_close(tr__link *l);
-/* Starts (or restarts) worker process i (main side). */
+/* Closes everything (no actor runs any more) and frees l. */
+void tr__link_free(tr__link *l);
+
+/* ---- shared by link.c, procs.c and node.c (the link actor's thread) ---- */
+
+/* Encodes f for its peer (takes f). */
+void tr__link_enqueue(tr_ctx *ctx, tr__link *l, tr__fwd *f);
+/* An envelope with no payload to peer index `peer`. */
+void tr__link_send_env(tr_ctx *ctx, tr__link *l, unsigned peer, uint8_t kind,
+                       uint64_t sender, uint64_t target, uint64_t req_id,
+                       int64_t aux);
+/* Sends a HELLO (role from the mode) to peer p, at once. */
+void tr__link_send_hello(tr_ctx *ctx, tr__link *l, tr__peer *p);
+/* The peer's session is over (process died, node lost): everything that
+ * waits on it is failed back with err, its actors' proxies end, and what
+ * this process ran for it is cancelled. */
+void tr__link_peer_lost(tr_ctx *ctx, tr__link *l, tr__peer *p, int err);
+/* The peer said HELLO: flush what waited for it. */
+void tr__link_peer_up(tr_ctx *ctx, tr__link *l, tr__peer *p);
+/* Sends one already-encoded frame to p (logs and counts a failure). */
+int tr__link_send_frame(tr__link *l, tr__peer *p, const void *data,
+                        size_t len);
+/* Tells a proxy (REMOTE_DOWN / SPAWNED). */
+void tr__link_tell_proxy(tr_ctx *ctx, uint64_t proxy, uint32_t tag,
+                         uint64_t v);
+void tr__link_count(uint64_t *counter);
+/* The options every socket gets (see the list in link.c). */
+void tr__link_sockopts(tr__link *l, void *sock);
+
+/* procs.c (POOL mode) */
 int tr__link_start_worker(tr__link *l, unsigned i);
-/* Main side, at the end: BYE to every worker, then reap them. */
+void tr__link_watch_worker(tr__link *l, unsigned i);
+void tr__link_worker_lost(tr_ctx *ctx, tr__link *l, unsigned i);
+void tr__link_pool_tick(tr_ctx *ctx, tr__link *l);
 void tr__link_stop_workers(tr__link *l);
+
+/* node.c (NODE mode) */
+int tr__node_open(tr__link *l);
+void tr__node_tick(tr_ctx *ctx, tr__link *l);
+/* A frame from an unknown ROUTER peer: a HELLO makes it a peer. */
+tr__peer *tr__node_accept(tr_ctx *ctx, tr__link *l, const void *id,
+                          size_t idlen, const void *data, size_t len);
+/* A HELLO from a known peer. */
+void tr__node_hello(tr_ctx *ctx, tr__link *l, tr__peer *p,
+                    const tr__env *env);
+/* Tells subscribers that p came up or was lost. */
+void tr__node_notify(tr_ctx *ctx, tr__link *l, tr__peer *p, bool up);
+/* Answers pending ZAP requests. */
+void tr__node_zap(tr__link *l);
+/* Handles the link's node messages (connect, subscribe); TR_UNHANDLED
+ * otherwise. */
+int tr__node_handle(tr_ctx *ctx, tr__link *l, tr_msg *msg);
+void tr__node_close(tr__link *l);
 
 #endif

@@ -27,29 +27,7 @@ static _Atomic uint64_t endpoint_seq;
 static void pool_destroy(void *p) {
     tr__link *l = p;
     tr__link_stop_workers(l);
-    tr__link_close(l);
-    free(l);
-}
-
-static tr__link *link_new(tr_runtime *rt, bool main_side, unsigned npeers) {
-    tr__link *l = calloc(1, sizeof *l);
-    if (l == NULL)
-        return NULL;
-    l->rt = rt;
-    l->main_side = main_side;
-    l->npeers = npeers;
-    l->peers = calloc(npeers, sizeof *l->peers);
-    if (l->peers == NULL) {
-        free(l);
-        return NULL;
-    }
-    for (unsigned i = 0; i < npeers; i++) {
-        tr__peer *p = &l->peers[i];
-        p->pidfd = -1;
-        p->identlen = (size_t)snprintf(p->ident, sizeof p->ident, "w%u", i);
-        (void)tr__encoder_init(&p->enc, NULL);
-    }
-    return l;
+    tr__link_free(l);
 }
 
 TR_API int tr_pool_start(tr_runtime *rt, const tr_pool_config *cfg) {
@@ -62,7 +40,7 @@ TR_API int tr_pool_start(tr_runtime *rt, const tr_pool_config *cfg) {
         cfg != NULL && cfg->processes > 0 ? cfg->processes : tr__cpu_count();
     if (n > 256)
         return TR_EINVAL;
-    tr__link *l = link_new(rt, true, n);
+    tr__link *l = tr__link_new(rt, TR__LINK_POOL, n);
     if (l == NULL)
         return TR_ENOMEM;
     l->worker_threads =
@@ -86,8 +64,7 @@ TR_API int tr_pool_start(tr_runtime *rt, const tr_pool_config *cfg) {
     if (rc != 0)
         tr__link_stop_workers(l);
     if (rc != 0) {
-        tr__link_close(l);
-        free(l);
+        tr__link_free(l);
         return rc;
     }
     rt->pool = l;
@@ -124,29 +101,25 @@ static unsigned pick_worker(tr__link *l) {
     return best;
 }
 
-static int spawn_remote(tr_runtime *rt, tr_ctx *ctx, const char *name,
-                        const void *init, size_t init_len, tr_ref *out) {
-    tr__link *l = rt->pool;
-    if (l == NULL)
-        return TR_ESTATE;
-    if (name == NULL || name[0] == 0 || strlen(name) >= TR__REG_NAME_MAX ||
-        (init == NULL && init_len > 0))
-        return TR_EINVAL;
-    if (init_len > TR_MSG_MAX_BYTES / 2)
-        return TR_ETOOBIG;
+int tr__remote_spawn(tr_runtime *rt, tr_ctx *ctx, tr__link *l, uint32_t peer,
+                     const char *key, const char *name, const void *init,
+                     size_t init_len, tr_ref *out) {
+    bool lookup = strcmp(key, "lookup") == 0;
     tr_mp_writer w;
     tr_mp_writer_init(&w);
-    tr_mp_write_map(&w, 2);
-    tr_mp_write_cstr(&w, "behavior");
+    tr_mp_write_map(&w, lookup ? 1 : 2);
+    tr_mp_write_cstr(&w, key);
     tr_mp_write_cstr(&w, name);
-    tr_mp_write_cstr(&w, "init");
-    tr_mp_write_bin(&w, init != NULL ? init : "", init_len);
+    if (!lookup) {
+        tr_mp_write_cstr(&w, "init");
+        tr_mp_write_bin(&w, init != NULL ? init : "", init_len);
+    }
     tr_msg *payload = NULL;
     int rc = tr_mp_writer_to_msg(&w, 0, &payload);
     tr_mp_writer_free(&w);
     if (rc != 0)
         return rc;
-    tr__proxy pi = {.link = l->self, .peer = pick_worker(l)};
+    tr__proxy pi = {.link = l->self, .peer = peer, .owns = !lookup};
     tr_ref proxy;
     rc =
         ctx != NULL
@@ -162,7 +135,7 @@ static int spawn_remote(tr_runtime *rt, tr_ctx *ctx, const char *name,
         (void)tr_kill(rt, proxy);
         return TR_ENOMEM;
     }
-    f->peer = pi.peer;
+    f->peer = peer;
     f->kind = TR__K_SPAWN;
     f->sender = proxy.id;
     f->req_id = proxy.id;
@@ -175,6 +148,28 @@ static int spawn_remote(tr_runtime *rt, tr_ctx *ctx, const char *name,
     if (out != NULL)
         *out = proxy;
     return 0;
+}
+
+int tr__remote_args_check(const char *name, const void *init,
+                          size_t init_len) {
+    if (name == NULL || name[0] == 0 || strlen(name) >= TR__REG_NAME_MAX ||
+        (init == NULL && init_len > 0))
+        return TR_EINVAL;
+    if (init_len > TR_MSG_MAX_BYTES / 2)
+        return TR_ETOOBIG;
+    return 0;
+}
+
+static int spawn_remote(tr_runtime *rt, tr_ctx *ctx, const char *name,
+                        const void *init, size_t init_len, tr_ref *out) {
+    tr__link *l = rt->pool;
+    if (l == NULL)
+        return TR_ESTATE;
+    int rc = tr__remote_args_check(name, init, init_len);
+    if (rc != 0)
+        return rc;
+    return tr__remote_spawn(rt, ctx, l, pick_worker(l), "behavior", name, init,
+                            init_len, out);
 }
 
 TR_API int tr_spawn_remote(tr_ctx *ctx, const char *name, const void *init,
@@ -230,7 +225,7 @@ TR_API int tr_worker_main(int argc, char **argv) {
     tr_runtime *rt = NULL;
     if (tr_runtime_create(&rt, &cfg) != 0)
         _exit(1);
-    tr__link *l = link_new(rt, false, 1);
+    tr__link *l = tr__link_new(rt, TR__LINK_WORKER, 1);
     if (l == NULL)
         _exit(1);
     l->index = idx ? (unsigned)atoi(idx) : 0;
@@ -243,7 +238,6 @@ TR_API int tr_worker_main(int argc, char **argv) {
         _exit(1);
     (void)tr_runtime_run(rt);
     tr_runtime_destroy(&rt);
-    tr__link_close(l);
-    free(l);
+    tr__link_free(l);
     exit(0);
 }

@@ -247,7 +247,7 @@ static int proxy_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
 static void proxy_stop(tr_ctx *ctx, void *state, int reason) {
     tr__proxy *p = state;
     proxy_queue_free(p);
-    if (p->remote_gone || p->remote == 0 || ctx == NULL)
+    if (!p->owns || p->remote_gone || p->remote == 0 || ctx == NULL)
         return;
     /* The proxy ends first (its parent stops, it is cancelled): the remote
      * actor ends too, with the same reason (killed when it was killed). */

@@ -13,6 +13,7 @@ typedef struct tr__proxy {
     uint64_t remote;  /* the actor's id over there; 0 until spawned */
     uint32_t gen;     /* incarnation of the process it lives in */
     bool remote_gone; /* ended over there: nothing to cancel */
+    bool owns;        /* spawned by us: ending the proxy ends the actor */
     tr__fwd **q;      /* waiting for the spawn */
     uint32_t nq, capq;
 } tr__proxy;

@@ -22,6 +22,8 @@
 #define TR__LT_FLUSH 0xFFFF0602u /* u64: peer index */
 #define TR__LT_DEAD 0xFFFF0603u  /* a worker's pidfd is readable */
 #define TR__LT_TICK 0xFFFF0604u  /* heartbeat period (main side) */
+#define TR__LT_CONNECT 0xFFFF0605u /* u64: node peer slot to connect */
+#define TR__LT_SUBSCRIBE 0xFFFF0606u /* u64: actor told of node up/down */
 /* Proxy tags. */
 #define TR__PT_SPAWNED 0xFFFF0610u     /* u64: the remote actor's id */
 #define TR__PT_REMOTE_DOWN 0xFFFF0611u /* u64: (int64) exit reason */
@@ -45,12 +47,26 @@ typedef struct tr__fwd {
 } tr__fwd;
 
 const tr_behavior *tr__registry_find(const char *name, size_t len);
+/* The live actor registered under name in rt (names.c): 0 or
+ * TR_ENOTFOUND. */
+int tr__names_find(tr_runtime *rt, const char *name, size_t len, tr_ref *out);
 
 /* Builds a tr__fwd from a message handled by a proxy (payload moved). */
 tr__fwd *tr__fwd_from_msg(tr_msg *m, uint32_t peer, uint64_t target);
 void tr__fwd_free(void *fwd);
 /* Sends f to the link actor (takes f). */
 int tr__fwd_send(tr_ctx *ctx, tr_runtime *rt, tr_ref link, tr__fwd *f);
+
+struct tr__link;
+/* Spawns (key "behavior") or looks up (key "lookup") `name` on peer
+ * `peer` of link l: *out is the new proxy (a child of ctx's actor, or
+ * top-level from outside). */
+int tr__remote_spawn(tr_runtime *rt, tr_ctx *ctx, struct tr__link *l,
+                     uint32_t peer, const char *key, const char *name,
+                     const void *init, size_t init_len, tr_ref *out);
+/* TR_EINVAL / TR_ETOOBIG for a bad name or init. */
+int tr__remote_args_check(const char *name, const void *init,
+                          size_t init_len);
 
 /* A message to deliver locally, built from a decoded envelope. */
 tr_msg *tr__msg_from_env(const tr__env *env);

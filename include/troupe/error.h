@@ -29,13 +29,14 @@ extern "C" {
     X(EFREED, -13, "message already freed or sent (double free/use)")          \
     X(ENOCTX, -14, "call needs an actor context (a handler)")                  \
     X(EPAYLOAD, -15, "payload kind does not match the accessor")               \
-    X(ELOST, -16, "remote process or node lost")
+    X(ELOST, -16, "remote process or node lost")                               \
+    X(EEXIST, -17, "already exists (name taken, already connected)")
 
 typedef enum tr_errno {
 #define TR__ERR_ENUM(name, val, msg) TR_##name = (val),
     TR_ERRNO_MAP(TR__ERR_ENUM)
 #undef TR__ERR_ENUM
-        TR_ERRNO_MIN = -17
+        TR_ERRNO_MIN = -18
 } tr_errno;
 
 /* Human-readable text for an error code (never NULL; "unknown error" for

@@ -16,6 +16,7 @@
 #include "mpack.h"
 #include "reactor.h"
 #include "remote.h"
+#include "node.h"
 #include "runtime.h"
 #include "scope.h"
 #include "supervisor.h"
