@@ -92,6 +92,7 @@ tr__link *tr__link_new(tr_runtime *rt, tr__link_mode mode, unsigned npeers) {
         return NULL;
     }
     pthread_mutex_init(&l->lock, NULL);
+    tr__codec_limits_default(&l->lim);
     for (unsigned i = 0; i < npeers; i++) {
         tr__peer *p = &l->peers[i];
         p->pidfd = -1;
@@ -100,13 +101,13 @@ tr__link *tr__link_new(tr_runtime *rt, tr__link_mode mode, unsigned npeers) {
         if (mode == TR__LINK_POOL)
             p->identlen =
                 (size_t)snprintf(p->ident, sizeof p->ident, "w%u", i);
-        (void)tr__encoder_init(&p->enc, NULL);
+        (void)tr__encoder_init(&p->enc, &l->lim);
     }
     return l;
 }
 
 int tr__link_open(tr__link *l) {
-    int rc = tr__decoder_init(&l->dec, NULL);
+    int rc = tr__decoder_init(&l->dec, &l->lim);
     if (rc != 0)
         return rc;
     l->zctx = zmq_ctx_new();
@@ -200,6 +201,9 @@ int tr__link_send_frame(tr__link *l, tr__peer *p, const void *data,
         rc = zmq_send(p->sock, p->ident, p->identlen, flags | ZMQ_SNDMORE);
     if (rc >= 0)
         rc = zmq_send(p->sock, data, len, flags);
+    if (rc < 0 && l->mode == TR__LINK_NODE && !p->connected &&
+        zmq_errno() == EAGAIN)
+        return TR_EAGAIN; /* a HELLO before the connection is up: retried */
     if (rc < 0) {
         tr__link_count(&l->c.dropped_out);
         tr__log_sampled(&drop_log_count, TR_LOG_WARN,
@@ -617,6 +621,21 @@ static void handle_env(tr_ctx *ctx, tr__link *l, tr__peer *p,
     }
 }
 
+/* A BYE frame to p at once (no session: nothing else may be batched). */
+static void send_bye(tr__link *l, tr__peer *p) {
+    unsigned char bye[32];
+    tr__encoder e;
+    const unsigned char *fr;
+    size_t fl;
+    tr__env b = {.kind = TR__K_BYE, .aux = TR_ELOST};
+    if (tr__encoder_init(&e, NULL) == 0 && tr__encoder_add(&e, &b) == 0 &&
+        tr__encoder_finish(&e, &fr, &fl) == 0 && fl <= sizeof bye) {
+        memcpy(bye, fr, fl);
+        (void)tr__link_send_frame(l, p, bye, fl);
+    }
+    tr__encoder_free(&e);
+}
+
 static void handle_frame(tr_ctx *ctx, tr__link *l, tr__peer *p,
                          const void *data, size_t len) {
     uint32_t n = 0;
@@ -637,23 +656,13 @@ static void handle_frame(tr_ctx *ctx, tr__link *l, tr__peer *p,
         const tr__env *env = &l->dec.envs[i];
         if (l->mode == TR__LINK_NODE && !p->connected &&
             env->kind != TR__K_HELLO) {
-            /* No session: the peer must say HELLO (again); BYE tells it. */
+            /* No session. The side that connects drives the handshake
+             * (HELLO every heartbeat period), so it just drops this; the
+             * listening side answers BYE, so that a peer that still
+             * believes in an old session starts a new one at once. */
             tr__link_count(&l->c.unknown_peer);
-            if (env->kind != TR__K_BYE) {
-                unsigned char bye[32];
-                tr__encoder e;
-                const unsigned char *fr;
-                size_t fl;
-                tr__env b = {.kind = TR__K_BYE, .aux = TR_ELOST};
-                if (tr__encoder_init(&e, NULL) == 0 &&
-                    tr__encoder_add(&e, &b) == 0 &&
-                    tr__encoder_finish(&e, &fr, &fl) == 0 &&
-                    fl <= sizeof bye) {
-                    memcpy(bye, fr, fl);
-                    (void)tr__link_send_frame(l, p, bye, fl);
-                }
-                tr__encoder_free(&e);
-            }
+            if (!p->outgoing && env->kind != TR__K_BYE)
+                send_bye(l, p);
             return;
         }
         handle_env(ctx, l, p, env);

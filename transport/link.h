@@ -82,6 +82,7 @@ typedef struct tr__link {
     unsigned worker_threads;
     int64_t hang_timeout_ms; /* -1: no hang detection */
     tr_timer_id tick;
+    tr__codec_limits lim; /* the decoder's and every encoder's */
     tr__decoder dec;
     tr_ref self;
     unsigned index; /* WORKER: this worker's index */

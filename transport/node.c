@@ -332,11 +332,15 @@ void tr__node_hello(tr_ctx *ctx, tr__link *l, tr__peer *p,
 
 void tr__node_tick(tr_ctx *ctx, tr__link *l) {
     int64_t now = tr_now_ms();
+    /* Ticks come every loss_timeout/5: a peer silent for more than
+     * loss_timeout minus one period is lost, so a loss is declared at
+     * most loss_timeout after the last frame. */
+    int64_t period = l->loss_timeout_ms / 5;
     for (unsigned i = 0; i < l->npeers; i++) {
         tr__peer *p = &l->peers[i];
         if (!tr__peer_used(p))
             continue;
-        if (p->connected && now - p->last_rx_ms > l->loss_timeout_ms) {
+        if (p->connected && now - p->last_rx_ms > l->loss_timeout_ms - period) {
             tr__log(TR_LOG_WARN, "node: %s lost (silent for %lld ms)",
                     p->ident, (long long)(now - p->last_rx_ms));
             tr__link_peer_lost(ctx, l, p, TR_ELOST);
@@ -472,6 +476,17 @@ TR_API int tr_node_start(tr_runtime *rt, const tr_node_config *cfg) {
     if (l == NULL)
         return TR_ENOMEM;
     snprintf(l->name, sizeof l->name, "%s", cfg->name);
+    if (cfg->max_frame > 0) {
+        l->lim.max_frame = cfg->max_frame;
+        if (l->lim.max_payload > cfg->max_frame)
+            l->lim.max_payload = (uint32_t)cfg->max_frame;
+        if (tr__codec_limits_check(&l->lim) != 0) {
+            tr__link_free(l);
+            return TR_EINVAL;
+        }
+        for (unsigned i = 0; i < n; i++)
+            (void)tr__encoder_init(&l->peers[i].enc, &l->lim);
+    }
     if (cfg->listen != NULL)
         snprintf(l->endpoint, sizeof l->endpoint, "%s", cfg->listen);
     l->plaintext = cfg->plaintext;

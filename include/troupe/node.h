@@ -64,6 +64,9 @@ typedef struct tr_node_config {
     bool plaintext;
     int64_t loss_timeout_ms; /* 0 = 1000 */
     unsigned max_peers;      /* distinct peer names; 0 = 64 */
+    /* Largest frame accepted from a peer (bytes; ZMQ_MAXMSGSIZE too: a
+     * peer that sends more is disconnected). 0 = 64 MiB + 64 KiB. */
+    size_t max_frame;
 } tr_node_config;
 
 /* Makes rt a node (once: TR_ESTATE the second time). Errors: TR_EINVAL
