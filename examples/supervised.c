@@ -290,9 +290,18 @@ int main(int argc, char **argv) {
     struct worker wi = {report, o.fail_every, 0};
     struct clock ci = {0};
     tr_sup_spec specs[] = {
-        {"clock", &clock_beh, &ci, sizeof ci, TR_RESTART_PERMANENT,
-         TR_SUP_SHUTDOWN_DEFAULT},
-        {"worker", &worker_beh, &wi, sizeof wi, TR_RESTART_PERMANENT, 1000},
+        {.name = "clock",
+         .behavior = &clock_beh,
+         .init = &ci,
+         .init_len = sizeof ci,
+         .restart = TR_RESTART_PERMANENT,
+         .shutdown_ms = TR_SUP_SHUTDOWN_DEFAULT},
+        {.name = "worker",
+         .behavior = &worker_beh,
+         .init = &wi,
+         .init_len = sizeof wi,
+         .restart = TR_RESTART_PERMANENT,
+         .shutdown_ms = 1000},
     };
     tr_sup_config sc = {.name = "service",
                         .strategy = TR_SUP_ONE_FOR_ONE,

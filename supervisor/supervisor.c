@@ -43,6 +43,7 @@
 
 #include "runtime/log.h"
 #include "supervisor/supervisor_int.h"
+#include "transport/remote.h"
 
 static void advance(tr_ctx *ctx, tr__sup *s);
 
@@ -284,7 +285,11 @@ static void child_ended(tr_ctx *ctx, tr__sup *s, tr__sup_child *c, int reason) {
 static void start_one(tr_ctx *ctx, tr__sup *s, tr__sup_child *c) {
     tr_ref r = TR_REF_NONE;
     c->due_ms = 0;
-    int rc = tr_spawn(ctx, c->wrap, c->blob, c->blob_len, &r);
+    int rc = c->remote[0] != 0
+                 ? tr__spawn_placed(ctx, c->node[0] ? c->node : NULL,
+                                    c->remote, c->blob, c->blob_len,
+                                    TR__SUP_TAG_STARTED, &r)
+                 : tr_spawn(ctx, c->wrap, c->blob, c->blob_len, &r);
     c->inc++;
     c->started_ms = tr_now_ms();
     c->st = TR__CH_STARTING;

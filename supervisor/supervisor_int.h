@@ -47,9 +47,12 @@ typedef struct tr__sup_child {
     uint64_t id;  /* stable within the supervisor; never reused */
     uint64_t inc; /* incarnations spawned so far */
     char name[TR_SUP_NAME_MAX];
-    const tr_behavior *wrap; /* what is spawned */
-    unsigned char *blob;     /* tr__sup_hdr + padding + init bytes */
+    const tr_behavior *wrap; /* what is spawned (local) */
+    unsigned char *blob;     /* tr__sup_hdr + padding + init bytes; remote:
+                                the init bytes */
     size_t blob_len;
+    char remote[64]; /* registered behaviour name; "" = local */
+    char node[64];   /* "" = the worker pool */
     tr_restart restart;
     int64_t shutdown_ms;
     tr_ref ref; /* live incarnation, or none */

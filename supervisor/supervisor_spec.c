@@ -141,7 +141,21 @@ static int check_specs(const tr_sup_spec *children, size_t n, int depth) {
     return 0;
 }
 
+static bool place_ok(const char *s) {
+    return s != NULL && s[0] != 0 && strnlen(s, 64) < 64;
+}
+
 int tr__sup_check_spec(const tr_sup_spec *spec, int depth) {
+    if (spec != NULL && spec->remote != NULL) /* placed in another process */
+        return name_ok(spec->name) && place_ok(spec->remote) &&
+                       (spec->node == NULL || place_ok(spec->node)) &&
+                       (spec->init != NULL || spec->init_len == 0) &&
+                       spec->init_len <= TR_MSG_MAX_BYTES / 2 &&
+                       (unsigned)spec->restart <= TR_RESTART_TEMPORARY &&
+                       spec->shutdown_ms >= -1 &&
+                       spec->shutdown_ms <= TR_SUP_TIME_MAX_MS
+                   ? 0
+                   : TR_EINVAL;
     if (spec == NULL || !name_ok(spec->name) || spec->behavior == NULL ||
         spec->behavior->handle == NULL ||
         (spec->init == NULL && spec->init_len > 0) ||
@@ -169,6 +183,25 @@ int tr__sup_child_new(const tr_sup_spec *spec, tr__sup_child **out) {
     tr__sup_child *c = calloc(1, sizeof *c);
     if (c == NULL)
         return TR_ENOMEM;
+    if (spec->remote != NULL) {
+        c->blob_len = spec->init_len;
+        c->blob = malloc(spec->init_len > 0 ? spec->init_len : 1);
+        if (c->blob == NULL) {
+            free(c);
+            return TR_ENOMEM;
+        }
+        if (spec->init_len > 0)
+            memcpy(c->blob, spec->init, spec->init_len);
+        strcpy(c->remote, spec->remote); /* lengths checked */
+        if (spec->node != NULL)
+            strcpy(c->node, spec->node);
+        strcpy(c->name, spec->name);
+        c->restart = spec->restart;
+        c->shutdown_ms = spec->shutdown_ms;
+        c->st = TR__CH_RESTARTING;
+        *out = c;
+        return 0;
+    }
     c->blob_len = TR__SUP_HDR + spec->init_len;
     c->blob = calloc(1, c->blob_len);
     c->wrap = wrap_of(spec->behavior);

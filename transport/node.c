@@ -583,7 +583,7 @@ TR_API int tr_node_subscribe(tr_runtime *rt, tr_ref to) {
 
 static int node_spawn(tr_runtime *rt, tr_ctx *ctx, const char *node,
                       const char *key, const char *name, const void *init,
-                      size_t init_len, tr_ref *out) {
+                      size_t init_len, uint32_t started_tag, tr_ref *out) {
     tr__link *l = node_of(rt);
     if (l == NULL)
         return TR_ESTATE;
@@ -594,7 +594,17 @@ static int node_spawn(tr_runtime *rt, tr_ctx *ctx, const char *node,
     if (i < 0)
         return i;
     return tr__remote_spawn(rt, ctx, l, (uint32_t)i, key, name, init,
-                            init_len, out);
+                            init_len, started_tag, out);
+}
+
+int tr__node_spawn_placed(tr_ctx *ctx, const char *node, const char *name,
+                          const void *init, size_t init_len,
+                          uint32_t started_tag, tr_ref *out);
+int tr__node_spawn_placed(tr_ctx *ctx, const char *node, const char *name,
+                          const void *init, size_t init_len,
+                          uint32_t started_tag, tr_ref *out) {
+    return node_spawn(tr_ctx_runtime(ctx), ctx, node, "behavior", name, init,
+                      init_len, started_tag, out);
 }
 
 TR_API int tr_node_spawn(tr_ctx *ctx, const char *node, const char *behavior,
@@ -602,13 +612,13 @@ TR_API int tr_node_spawn(tr_ctx *ctx, const char *node, const char *behavior,
     if (ctx == NULL)
         return TR_EINVAL;
     return node_spawn(tr_ctx_runtime(ctx), ctx, node, "behavior", behavior,
-                      init, init_len, out);
+                      init, init_len, 0, out);
 }
 
 TR_API int tr_runtime_node_spawn(tr_runtime *rt, const char *node,
                                  const char *behavior, const void *init,
                                  size_t init_len, tr_ref *out) {
-    return node_spawn(rt, NULL, node, "behavior", behavior, init, init_len,
+    return node_spawn(rt, NULL, node, "behavior", behavior, init, init_len, 0,
                       out);
 }
 
@@ -617,12 +627,12 @@ TR_API int tr_node_lookup(tr_ctx *ctx, const char *node, const char *name,
     if (ctx == NULL)
         return TR_EINVAL;
     return node_spawn(tr_ctx_runtime(ctx), ctx, node, "lookup", name, NULL, 0,
-                      out);
+                      0, out);
 }
 
 TR_API int tr_runtime_node_lookup(tr_runtime *rt, const char *node,
                                   const char *name, tr_ref *out) {
-    return node_spawn(rt, NULL, node, "lookup", name, NULL, 0, out);
+    return node_spawn(rt, NULL, node, "lookup", name, NULL, 0, 0, out);
 }
 
 TR_API int tr_transport_stats_get(tr_runtime *rt, bool node,

@@ -103,7 +103,7 @@ static unsigned pick_worker(tr__link *l) {
 
 int tr__remote_spawn(tr_runtime *rt, tr_ctx *ctx, tr__link *l, uint32_t peer,
                      const char *key, const char *name, const void *init,
-                     size_t init_len, tr_ref *out) {
+                     size_t init_len, uint32_t started_tag, tr_ref *out) {
     bool lookup = strcmp(key, "lookup") == 0;
     tr_mp_writer w;
     tr_mp_writer_init(&w);
@@ -119,7 +119,10 @@ int tr__remote_spawn(tr_runtime *rt, tr_ctx *ctx, tr__link *l, uint32_t peer,
     tr_mp_writer_free(&w);
     if (rc != 0)
         return rc;
-    tr__proxy pi = {.link = l->self, .peer = peer, .owns = !lookup};
+    tr__proxy pi = {.link = l->self,
+                    .peer = peer,
+                    .owns = !lookup,
+                    .started_tag = started_tag};
     tr_ref proxy;
     rc =
         ctx != NULL
@@ -169,7 +172,28 @@ static int spawn_remote(tr_runtime *rt, tr_ctx *ctx, const char *name,
     if (rc != 0)
         return rc;
     return tr__remote_spawn(rt, ctx, l, pick_worker(l), "behavior", name, init,
-                            init_len, out);
+                            init_len, 0, out);
+}
+
+int tr__node_spawn_placed(tr_ctx *ctx, const char *node, const char *name,
+                          const void *init, size_t init_len,
+                          uint32_t started_tag, tr_ref *out);
+
+int tr__spawn_placed(tr_ctx *ctx, const char *node, const char *name,
+                     const void *init, size_t init_len, uint32_t started_tag,
+                     tr_ref *out) {
+    if (node != NULL)
+        return tr__node_spawn_placed(ctx, node, name, init, init_len,
+                                     started_tag, out);
+    tr_runtime *rt = tr_ctx_runtime(ctx);
+    tr__link *l = rt->pool;
+    if (l == NULL)
+        return TR_ESTATE;
+    int rc = tr__remote_args_check(name, init, init_len);
+    if (rc != 0)
+        return rc;
+    return tr__remote_spawn(rt, ctx, l, pick_worker(l), "behavior", name, init,
+                            init_len, started_tag, out);
 }
 
 TR_API int tr_spawn_remote(tr_ctx *ctx, const char *name, const void *init,

@@ -197,6 +197,8 @@ static int proxy_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
                 return rc;
         }
         p->nq = 0;
+        if (p->started_tag != 0) /* a supervisor waits for the start */
+            (void)tr_send_tag(ctx, tr_parent(ctx), p->started_tag);
         return 0;
     }
     if (tag == TR__PT_REMOTE_DOWN && tr_ref_eq(tr_msg_sender(msg), p->link)) {

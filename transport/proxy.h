@@ -14,6 +14,7 @@ typedef struct tr__proxy {
     uint32_t gen;     /* incarnation of the process it lives in */
     bool remote_gone; /* ended over there: nothing to cancel */
     bool owns;        /* spawned by us: ending the proxy ends the actor */
+    uint32_t started_tag; /* sent to the parent when spawned (0: none) */
     tr__fwd **q;      /* waiting for the spawn */
     uint32_t nq, capq;
 } tr__proxy;

@@ -63,7 +63,15 @@ struct tr__link;
  * top-level from outside). */
 int tr__remote_spawn(tr_runtime *rt, tr_ctx *ctx, struct tr__link *l,
                      uint32_t peer, const char *key, const char *name,
-                     const void *init, size_t init_len, tr_ref *out);
+                     const void *init, size_t init_len, uint32_t started_tag,
+                     tr_ref *out);
+/* Spawns registered behaviour `name` in the worker pool (node NULL) or on
+ * node `node`, as a child of ctx's actor; the proxy sends `started_tag`
+ * to its parent once the remote actor exists (0: nothing). For
+ * supervisors (remote placement of child specs). */
+int tr__spawn_placed(tr_ctx *ctx, const char *node, const char *name,
+                     const void *init, size_t init_len, uint32_t started_tag,
+                     tr_ref *out);
 /* TR_EINVAL / TR_ETOOBIG for a bad name or init. */
 int tr__remote_args_check(const char *name, const void *init,
                           size_t init_len);

@@ -142,14 +142,26 @@ typedef enum tr_sup_strategy {
 
 /* A child spec. Everything is copied by the supervisor (name, init bytes)
  * except the behaviour, which must outlive the supervisor (normally a
- * static const). */
+ * static const).
+ *
+ * Placement: with `remote` set, the child is the behaviour registered
+ * under that name (troupe/remote.h, tr_register), started in a worker
+ * process of the runtime's pool (tr_pool_start first) or, with `node`
+ * set, on that node (troupe/node.h); `behavior` is then ignored (may be
+ * NULL) and init_len is checked over there. The supervisor holds the
+ * child's proxy: the child counts as started when the remote actor exists,
+ * its exit is the remote actor's (TR_ELOST when its process or node is
+ * lost), and restarts spawn a new remote actor (on a restarted worker)
+ * by the same strategies, intensity and backoff as local children. */
 typedef struct tr_sup_spec {
     const char *name;            /* 1..TR_SUP_NAME_MAX-1 chars, unique */
-    const tr_behavior *behavior; /* handle required */
+    const tr_behavior *behavior; /* handle required (local children) */
     const void *init;            /* copied to each incarnation's state */
     size_t init_len;             /* <= behavior->state_size */
     tr_restart restart;
     int64_t shutdown_ms; /* 0 brutal kill, > 0 grace, -1 behaviour's */
+    const char *remote;  /* registered behaviour name; NULL = local */
+    const char *node;    /* with remote: that node; NULL = worker pool */
 } tr_sup_spec;
 
 typedef struct tr_sup_config {

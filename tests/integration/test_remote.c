@@ -191,6 +191,66 @@ static void test_kill9_worker_fails_requests_back(void **state) {
     tu_env_finish(e);
 }
 
+/* A supervisor's child placed in a worker process: started there, and
+ * restarted by the supervisor's policy when its process is killed -9. */
+static int one_child(tu_env *e, tr_ref sup, tr_sup_child_info *out) {
+    tr_sup_child_info *kids = NULL;
+    size_t n = 0;
+    int rc = tr_sup_which_children_sync(e->rt, sup, 10000, &kids, &n);
+    if (rc == 0 && n == 1)
+        *out = kids[0];
+    tr_sup_children_free(&kids);
+    return rc == 0 && n == 1 ? 0 : -1;
+}
+
+static void test_supervisor_restarts_remote_child(void **state) {
+    tu_env *e = *state;
+    pool_env(e);
+    tr_sup_spec spec = {.name = "sq",
+                        .remote = "square",
+                        .restart = TR_RESTART_PERMANENT,
+                        .shutdown_ms = 1000};
+    tr_sup_config sc = {.name = "remote-sup",
+                        .strategy = TR_SUP_ONE_FOR_ONE,
+                        .intensity = 5,
+                        .period_ms = 5000};
+    tr_sup_spec bad = spec;
+    bad.remote = "";
+    tr_ref sup;
+    TU_ASSERT_RC(tr_sup_runtime_start(e->rt, &sc, &bad, 1, &sup), TR_EINVAL);
+    TU_ASSERT_OK(tr_sup_runtime_start(e->rt, &sc, &spec, 1, &sup));
+    tu_env_start(e);
+    tr_sup_child_info k;
+    TU_ASSERT_EVENTUALLY(one_child(e, sup, &k) == 0 &&
+                             k.state == TR_SUP_CHILD_RUNNING,
+                         10000);
+    assert_int_equal(k.restarts, 0);
+    tr_ref first = k.ref;
+    client c = {.remote = first, .report = e->inbox_ref};
+    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &client_beh, &c, sizeof c, NULL));
+    uint64_t x = tu_recv_u64(e, T_ANS, 10000);
+    uint64_t y = tu_recv_u64(e, T_ANS, 10000);
+    assert_true(x + y == 1007 + (144 | (1ull << 40)));
+    /* Its process dies: the client's monitor sees TR_ELOST, the
+     * supervisor restarts the child in the restarted worker. */
+    for (unsigned i = 0; i < 2; i++)
+        assert_int_equal(kill(tr_pool_worker_pid(e->rt, i), SIGKILL), 0);
+    assert_int_equal((int)(int64_t)tu_recv_u64(e, T_DOWN_SEEN, 10000),
+                     TR_ELOST);
+    (void)tu_recv_u64(e, T_DONE, 10000);
+    TU_ASSERT_EVENTUALLY(one_child(e, sup, &k) == 0 && k.restarts == 1 &&
+                             k.state == TR_SUP_CHILD_RUNNING &&
+                             !tr_ref_eq(k.ref, first),
+                         10000);
+    assert_int_equal(k.last_exit, TR_ELOST);
+    client c2 = {.remote = k.ref, .report = e->inbox_ref};
+    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &client_beh, &c2, sizeof c2, NULL));
+    x = tu_recv_u64(e, T_ANS, 10000);
+    y = tu_recv_u64(e, T_ANS, 10000);
+    assert_true(x + y == 1007 + (144 | (1ull << 40)));
+    tu_env_finish(e);
+}
+
 /* Cancellation travels with a request across processes: a request that
  * times out while it waits behind slow work in the worker is dropped there
  * (never handled: no late reply comes back). */
@@ -347,6 +407,7 @@ int main(int argc, char **argv) {
         TU_TEST(test_request_reply_across_processes),
         TU_TEST(test_kill9_worker_fails_requests_back),
         TU_TEST(test_hung_worker_is_killed),
+        TU_TEST(test_supervisor_restarts_remote_child),
         TU_TEST(test_request_cancelled_in_worker),
         cmocka_unit_test_teardown(test_main_killed_workers_exit,
                                   kill_leftovers),
