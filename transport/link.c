@@ -169,6 +169,8 @@ void tr__link_free(tr__link *l) {
         tr__idmap_free(&p->reverse);
         tr__idmap_free(&p->watching);
         tr__idmap_free(&p->spawned);
+        for (uint32_t k = 0; k < p->nreqs; k++)
+            tr__fwd_free(p->reqs[k].copy);
         free(p->reqs);
         if (p->pidfd >= 0)
             close(p->pidfd);
@@ -262,9 +264,31 @@ static void fail_request(tr_ctx *ctx, tr__link *l, uint64_t requester,
         tr__msg_free(m);
 }
 
+/* A request of an idempotent actor whose process was lost goes back to
+ * its proxy, which sends it again to a new actor (takes f). */
+static void retry_request(tr_ctx *ctx, tr__link *l, tr__fwd *f, int err) {
+    tr_msg *m = tr_msg_new_ptr(TR__PT_RETRY, f, sizeof *f, tr__fwd_free);
+    if (m == NULL) {
+        fail_request(ctx, l, f->sender, f->req_id, err);
+        tr__fwd_free(f);
+        return;
+    }
+    tr__fwd *keep = f;
+    if (tr_send(ctx, (tr_ref){f->proxy}, &m) != 0) { /* the proxy is gone */
+        fail_request(ctx, l, keep->sender, keep->req_id, err);
+        tr_msg_destroy(&m);
+        return;
+    }
+    tr__link_count(&l->c.retried);
+}
+
 /* An envelope that cannot reach its peer: nothing that waits for an
  * answer is left waiting (takes f). */
 static void fail_fwd(tr_ctx *ctx, tr__link *l, tr__fwd *f, int err) {
+    if (f->kind == TR__K_REQUEST && f->retry && err == TR_ELOST) {
+        retry_request(ctx, l, f, err);
+        return;
+    }
     if (f->kind == TR__K_SPAWN)
         tr__link_tell_proxy(ctx, f->sender, TR__PT_REMOTE_DOWN,
                             (uint64_t)(int64_t)err);
@@ -307,7 +331,8 @@ void tr__link_enqueue(tr_ctx *ctx, tr__link *l, tr__fwd *f) {
     if (f->kind == TR__K_REQUEST &&
         tr__grow((void **)&p->reqs, &p->capreqs, p->nreqs + 1, sizeof *p->reqs,
                  16))
-        p->reqs[p->nreqs++] = (tr__pending_req){f->sender, f->req_id};
+        p->reqs[p->nreqs++] = (tr__pending_req){
+            f->sender, f->req_id, f->retry ? tr__fwd_clone(f) : NULL};
     if (f->kind == TR__K_SPAWN)
         (void)tr__idmap_put(&p->spawning, f->sender, 1);
     tr__env env;
@@ -321,7 +346,7 @@ void tr__link_enqueue(tr_ctx *ctx, tr__link *l, tr__fwd *f) {
         tr__log(TR_LOG_WARN, "link: envelope (kind %u, tag 0x%x) refused: %s",
                 f->kind, f->tag, tr_strerror(rc));
         if (f->kind == TR__K_REQUEST) {
-            p->nreqs--;
+            tr__fwd_free(p->reqs[--p->nreqs].copy);
             fail_request(ctx, l, f->sender, f->req_id, rc);
         }
     } else if (!p->flush_sched) {
@@ -429,6 +454,7 @@ static tr_ref reverse_proxy(tr__link *l, tr__peer *p, uint64_t remote_id) {
 static void remove_req(tr__peer *p, uint64_t requester, uint64_t req_id) {
     for (uint32_t i = 0; i < p->nreqs; i++) {
         if (p->reqs[i].requester == requester && p->reqs[i].req_id == req_id) {
+            tr__fwd_free(p->reqs[i].copy);
             p->reqs[i] = p->reqs[--p->nreqs];
             return;
         }
@@ -826,9 +852,15 @@ void tr__link_peer_lost(tr_ctx *ctx, tr__link *l, tr__peer *p, int err) {
     for (uint32_t k = 0; k < nw; k++)
         fail_fwd(ctx, l, waiting[k], err);
     free(waiting);
-    /* Requests in flight: failed back, distinctly (TR_ELOST). */
-    for (uint32_t k = 0; k < p->nreqs; k++)
-        fail_request(ctx, l, p->reqs[k].requester, p->reqs[k].req_id, err);
+    /* Requests in flight: failed back, distinctly (TR_ELOST), or sent
+     * again (idempotent actors). */
+    for (uint32_t k = 0; k < p->nreqs; k++) {
+        if (p->reqs[k].copy != NULL)
+            fail_fwd(ctx, l, p->reqs[k].copy, err);
+        else
+            fail_request(ctx, l, p->reqs[k].requester, p->reqs[k].req_id,
+                         err);
+    }
     p->nreqs = 0;
     /* Unanswered spawns, our proxies of its actors and the stand-ins for
      * its senders end; monitors, links and supervisors take it from

@@ -25,6 +25,7 @@ typedef enum tr__link_mode {
 typedef struct tr__pending_req {
     uint64_t requester; /* local actor id */
     uint64_t req_id;
+    tr__fwd *copy; /* to send again if the peer is lost (retry), or NULL */
 } tr__pending_req;
 
 typedef struct tr__peer {
@@ -66,7 +67,7 @@ typedef struct tr__peer {
 /* Counters (relaxed atomics: statistics, read by any thread). */
 typedef struct tr__link_counters {
     uint64_t frames_in, frames_out, rejected, unknown_peer, zap_denied,
-        zap_allowed, dropped_out, peers_lost;
+        zap_allowed, dropped_out, peers_lost, retried;
 } tr__link_counters;
 
 typedef struct tr__link {

@@ -652,6 +652,7 @@ TR_API int tr_transport_stats_get(tr_runtime *rt, bool node,
     LD(zap_allowed);
     LD(dropped_out);
     LD(peers_lost);
+    LD(retried);
 #undef LD
     return 0;
 }

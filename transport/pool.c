@@ -123,6 +123,14 @@ int tr__remote_spawn(tr_runtime *rt, tr_ctx *ctx, tr__link *l, uint32_t peer,
                     .peer = peer,
                     .owns = !lookup,
                     .started_tag = started_tag};
+    if (!lookup && (tr__registry_flags(name) & TR_REG_IDEMPOTENT)) {
+        size_t plen = 0;
+        const void *pd = tr_msg_data(payload, &plen);
+        if ((pi.respawn = tr_msg_new_msgpack(0, pd, plen)) == NULL) {
+            tr_msg_destroy(&payload);
+            return TR_ENOMEM;
+        }
+    }
     tr_ref proxy;
     rc =
         ctx != NULL
@@ -130,6 +138,8 @@ int tr__remote_spawn(tr_runtime *rt, tr_ctx *ctx, tr__link *l, uint32_t peer,
             : tr_runtime_spawn(rt, &tr__proxy_behavior, &pi, sizeof pi, &proxy);
     if (rc != 0) {
         tr_msg_destroy(&payload);
+        if (pi.respawn != NULL)
+            tr_msg_destroy(&pi.respawn);
         return rc;
     }
     tr__fwd *f = calloc(1, sizeof *f);

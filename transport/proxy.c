@@ -27,11 +27,18 @@ static struct {
     pthread_mutex_t lock;
     char names[REG_MAX][TR__REG_NAME_MAX];
     const tr_behavior *behs[REG_MAX];
+    unsigned flags[REG_MAX];
     unsigned n;
-} reg = {PTHREAD_MUTEX_INITIALIZER, {{0}}, {0}, 0};
+} reg = {PTHREAD_MUTEX_INITIALIZER, {{0}}, {0}, {0}, 0};
 
 TR_API int tr_register(const char *name, const tr_behavior *beh) {
-    if (name == NULL || beh == NULL || beh->handle == NULL)
+    return tr_register_flags(name, beh, 0);
+}
+
+TR_API int tr_register_flags(const char *name, const tr_behavior *beh,
+                             unsigned flags) {
+    if (name == NULL || beh == NULL || beh->handle == NULL ||
+        (flags & ~TR_REG_IDEMPOTENT) != 0)
         return TR_EINVAL;
     size_t len = strlen(name);
     if (len == 0 || len >= TR__REG_NAME_MAX)
@@ -42,11 +49,12 @@ TR_API int tr_register(const char *name, const tr_behavior *beh) {
     while (i < reg.n && strcmp(reg.names[i], name) != 0)
         i++;
     if (i < reg.n)
-        rc = reg.behs[i] == beh ? 0 : TR_ESTATE;
+        rc = reg.behs[i] == beh && reg.flags[i] == flags ? 0 : TR_ESTATE;
     else if (reg.n == REG_MAX)
         rc = TR_ENOMEM;
     else {
         memcpy(reg.names[reg.n], name, len + 1);
+        reg.flags[reg.n] = flags;
         reg.behs[reg.n++] = beh;
     }
     pthread_mutex_unlock(&reg.lock);
@@ -63,7 +71,49 @@ const tr_behavior *tr__registry_find(const char *name, size_t len) {
     return beh;
 }
 
+unsigned tr__registry_flags(const char *name) {
+    unsigned flags = 0;
+    pthread_mutex_lock(&reg.lock);
+    for (unsigned i = 0; i < reg.n; i++)
+        if (strcmp(reg.names[i], name) == 0)
+            flags = reg.flags[i];
+    pthread_mutex_unlock(&reg.lock);
+    return flags;
+}
+
 /* ---- forwarding ---- */
+
+/* A copy of a payload message (U64 / BYTES / MSGPACK). */
+static tr_msg *payload_copy(const tr_msg *m) {
+    size_t len = 0;
+    switch (m->kind) {
+    case TR_PAYLOAD_U64:
+        return tr_msg_new_u64(m->tag, tr_msg_u64(m));
+    case TR_PAYLOAD_BYTES: {
+        const void *d = tr_msg_data(m, &len);
+        return tr_msg_new_bytes(m->tag, d, len);
+    }
+    case TR_PAYLOAD_MSGPACK: {
+        const void *d = tr_msg_data(m, &len);
+        return tr_msg_new_msgpack(m->tag, d, len);
+    }
+    default:
+        return NULL;
+    }
+}
+
+tr__fwd *tr__fwd_clone(const tr__fwd *f) {
+    tr__fwd *c = malloc(sizeof *c);
+    if (c == NULL)
+        return NULL;
+    *c = *f;
+    c->payload = NULL;
+    if (f->payload != NULL && (c->payload = payload_copy(f->payload)) == NULL) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
 
 void tr__fwd_free(void *p) {
     tr__fwd *f = p;
@@ -153,6 +203,19 @@ static void proxy_queue_free(tr__proxy *p) {
     p->nq = p->capq = 0;
 }
 
+static int queue_fwd(tr__proxy *p, tr__fwd *f) {
+    if (p->nq == p->capq) {
+        uint32_t ncap = p->capq ? p->capq * 2 : 8;
+        tr__fwd **nq = realloc(p->q, ncap * sizeof *nq);
+        if (nq == NULL)
+            return TR_ENOMEM;
+        p->q = nq;
+        p->capq = ncap;
+    }
+    p->q[p->nq++] = f;
+    return 0;
+}
+
 static int proxy_forward(tr_ctx *ctx, tr__proxy *p, tr__fwd *f) {
     if (f->payload != NULL && f->payload->kind == TR_PAYLOAD_PTR) {
         tr__log(TR_LOG_WARN,
@@ -163,22 +226,48 @@ static int proxy_forward(tr_ctx *ctx, tr__proxy *p, tr__fwd *f) {
         return 0;
     }
     if (p->remote == 0) { /* not spawned yet: keep the order */
-        if (p->nq == p->capq) {
-            uint32_t ncap = p->capq ? p->capq * 2 : 8;
-            tr__fwd **nq = realloc(p->q, ncap * sizeof *nq);
-            if (nq == NULL) {
-                tr__fwd_free(f);
-                return TR_ENOMEM;
-            }
-            p->q = nq;
-            p->capq = ncap;
-        }
-        p->q[p->nq++] = f;
-        return 0;
+        int rc = queue_fwd(p, f);
+        if (rc != 0)
+            tr__fwd_free(f);
+        return rc;
     }
     f->target = p->remote;
     f->gen = p->gen;
+    if (p->respawn != NULL && f->kind == TR__K_REQUEST) {
+        f->retry = true;
+        f->proxy = tr_self(ctx).id;
+    }
     return tr__fwd_send(ctx, NULL, p->link, f);
+}
+
+/* Its actor's process was lost, and the behaviour is idempotent: spawn it
+ * again (same name and init, same worker slot: the link restarts the
+ * process) and keep what comes meanwhile. false: give up. */
+static bool respawn(tr_ctx *ctx, tr__proxy *p) {
+    int64_t now = tr_now_ms();
+    p->streak = now - p->last_loss_ms < 1000 ? p->streak + 1 : 1;
+    p->last_loss_ms = now;
+    if (p->streak >= 5) {
+        tr__log(TR_LOG_WARN,
+                "proxy: its actor was lost %u times in a row, less than "
+                "a second apart: giving up (requests fail with TR_ELOST)",
+                p->streak);
+        return false;
+    }
+    tr__fwd *f = calloc(1, sizeof *f);
+    tr_msg *pl = f != NULL ? payload_copy(p->respawn) : NULL;
+    if (pl == NULL) {
+        free(f);
+        return false;
+    }
+    f->peer = p->peer;
+    f->kind = TR__K_SPAWN;
+    f->sender = tr_self(ctx).id;
+    f->req_id = f->sender;
+    f->payload = pl;
+    p->remote = 0;
+    p->gen = 0;
+    return tr__fwd_send(ctx, NULL, p->link, f) == 0;
 }
 
 static int proxy_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
@@ -187,22 +276,50 @@ static int proxy_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     if (tag == TR__PT_SPAWNED && tr_ref_eq(tr_msg_sender(msg), p->link)) {
         p->remote = tr_msg_u64(msg);
         p->gen = (uint32_t)tr_msg_request_id(msg);
-        for (uint32_t i = 0; i < p->nq; i++) {
-            tr__fwd *f = p->q[i];
-            p->q[i] = NULL;
-            f->target = p->remote;
-            f->gen = p->gen;
-            int rc = tr__fwd_send(ctx, NULL, p->link, f);
-            if (rc != 0)
-                return rc;
+        uint32_t n = p->nq;
+        tr__fwd **q = p->q;
+        p->q = NULL;
+        p->nq = p->capq = 0;
+        int rc = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            if (rc == 0)
+                rc = proxy_forward(ctx, p, q[i]);
+            else
+                tr__fwd_free(q[i]);
         }
-        p->nq = 0;
+        free(q);
+        if (rc != 0)
+            return rc;
         if (p->started_tag != 0) /* a supervisor waits for the start */
             (void)tr_send_tag(ctx, tr_parent(ctx), p->started_tag);
         return 0;
     }
+    if (tag == TR__PT_RETRY && tr_ref_eq(tr_msg_sender(msg), p->link)) {
+        /* A request that was in flight when the actor's process died:
+         * sent again once the actor exists again, in request order. */
+        void *f = NULL;
+        if (tr_msg_take_ptr(msg, &f) != 0)
+            return 0;
+        tr__fwd *r = f;
+        if (p->remote != 0) /* the new actor exists already */
+            return proxy_forward(ctx, p, r);
+        uint32_t i = p->nq;
+        while (i > 0 && p->q[i - 1]->kind == TR__K_REQUEST &&
+               p->q[i - 1]->sender == r->sender &&
+               p->q[i - 1]->req_id > r->req_id)
+            i--;
+        if (queue_fwd(p, r) != 0) {
+            tr__fwd_free(r);
+            return TR_ENOMEM;
+        }
+        memmove(&p->q[i + 1], &p->q[i], (p->nq - 1 - i) * sizeof *p->q);
+        p->q[i] = r;
+        return 0;
+    }
     if (tag == TR__PT_REMOTE_DOWN && tr_ref_eq(tr_msg_sender(msg), p->link)) {
         int reason = (int)(int64_t)tr_msg_u64(msg);
+        if (reason == TR_ELOST && p->respawn != NULL && respawn(ctx, p))
+            return 0;
         p->remote_gone = true;
         /* Requests still waiting here for the spawn: failed back. */
         for (uint32_t i = 0; i < p->nq; i++) {
@@ -249,6 +366,9 @@ static int proxy_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
 static void proxy_stop(tr_ctx *ctx, void *state, int reason) {
     tr__proxy *p = state;
     proxy_queue_free(p);
+    if (p->respawn != NULL)
+        tr__msg_free(p->respawn);
+    p->respawn = NULL;
     if (!p->owns || p->remote_gone || p->remote == 0 || ctx == NULL)
         return;
     /* The proxy ends first (its parent stops, it is cancelled): the remote

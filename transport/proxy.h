@@ -15,6 +15,10 @@ typedef struct tr__proxy {
     bool remote_gone; /* ended over there: nothing to cancel */
     bool owns;        /* spawned by us: ending the proxy ends the actor */
     uint32_t started_tag; /* sent to the parent when spawned (0: none) */
+    tr_msg *respawn;  /* idempotent behaviour: its SPAWN payload, to spawn
+                         it again when its process dies; else NULL */
+    unsigned streak;  /* losses less than a second apart */
+    int64_t last_loss_ms;
     tr__fwd **q;      /* waiting for the spawn */
     uint32_t nq, capq;
 } tr__proxy;

@@ -27,6 +27,7 @@
 /* Proxy tags. */
 #define TR__PT_SPAWNED 0xFFFF0610u     /* u64: the remote actor's id */
 #define TR__PT_REMOTE_DOWN 0xFFFF0611u /* u64: (int64) exit reason */
+#define TR__PT_RETRY 0xFFFF0612u       /* PTR tr__fwd: a request to resend */
 
 /* One envelope on its way out, from a proxy (or spawn) to the link. */
 typedef struct tr__fwd {
@@ -43,10 +44,16 @@ typedef struct tr__fwd {
     uint64_t req_id;
     int64_t aux;
     uint32_t tag;
+    bool retry;      /* REQUEST of an idempotent actor: resend if lost */
+    uint64_t proxy;  /* with retry: the proxy that resends it */
     tr_msg *payload; /* owned; NULL = none */
 } tr__fwd;
 
 const tr_behavior *tr__registry_find(const char *name, size_t len);
+/* The TR_REG_* flags name was registered with (0 if unknown). */
+unsigned tr__registry_flags(const char *name);
+/* A deep copy of f (payload copied), or NULL. */
+tr__fwd *tr__fwd_clone(const tr__fwd *f);
 /* The live actor registered under name in rt (names.c): 0 or
  * TR_ENOTFOUND. */
 int tr__names_find(tr_runtime *rt, const char *name, size_t len, tr_ref *out);

@@ -136,6 +136,7 @@ typedef struct tr_transport_stats {
     uint64_t zap_allowed;
     uint64_t dropped_out; /* frames that could not be sent */
     uint64_t peers_lost;  /* worker deaths and node losses */
+    uint64_t retried;     /* requests sent again (TR_REG_IDEMPOTENT) */
 } tr_transport_stats;
 
 /* Counters of the node transport (node = true) or of the worker pool. */

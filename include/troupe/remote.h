@@ -34,7 +34,9 @@
  * worker process dies, its actors' proxies end with TR_ELOST (their
  * monitors and links learn it) and every request in flight to them is
  * answered with a TR_TAG_REMOTE_FAILED reply (value TR_ELOST): nothing
- * waits forever and nothing is silently lost. */
+ * waits forever and nothing is silently lost. Behaviours registered with
+ * TR_REG_IDEMPOTENT get at-least-once requests instead: their requests
+ * are retried on a new actor (see tr_register_flags). */
 #ifndef TROUPE_REMOTE_H
 #define TROUPE_REMOTE_H
 
@@ -54,8 +56,26 @@ extern "C" {
 
 /* Registers a behaviour under a name (process-wide; before
  * tr_worker_main and before any spawn). TR_EINVAL for a NULL/empty/long
- * name, TR_ESTATE if the name is taken by another behaviour. */
+ * name, TR_ESTATE if the name is taken by another behaviour (or with
+ * other flags). */
 TR_API int tr_register(const char *name, const tr_behavior *beh);
+
+/* Requests to an actor of this behaviour may be handled more than once:
+ * at least once instead of at most once. When the worker process of such
+ * an actor dies, its proxy does not end: it spawns the behaviour again
+ * (same name and init, in the restarted worker) and sends it again every
+ * request that was in flight or queued, in the order they were made;
+ * requesters see only the replies (possibly late). Monitors and links
+ * see nothing. One-way sends in flight are still lost (at most once).
+ * After 5 losses less than a second apart (a request that kills its
+ * worker every time), the proxy gives up: it ends with TR_ELOST and the
+ * requests are failed back as for any behaviour. Counted in
+ * tr_transport_stats.retried. */
+#define TR_REG_IDEMPOTENT 1u
+
+/* tr_register with flags (TR_REG_*). */
+TR_API int tr_register_flags(const char *name, const tr_behavior *beh,
+                             unsigned flags);
 
 /* If this process was started as a troupe worker, runs the worker until
  * the main process says BYE or goes away, then exits the process (does not

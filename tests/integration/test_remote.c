@@ -251,6 +251,44 @@ static void test_supervisor_restarts_remote_child(void **state) {
     tu_env_finish(e);
 }
 
+/* At least once: requests to an idempotent behaviour survive the death
+ * of its worker process (sent again to a new actor; the proxy lives on). */
+static void test_idempotent_requests_retried(void **state) {
+    tu_env *e = *state;
+    pool_env(e);
+    tr_ref r;
+    TU_ASSERT_OK(tr_runtime_spawn_remote(e->rt, "square-idem", NULL, 0, &r));
+    client c = {.remote = r, .report = e->inbox_ref, .requests = 20};
+    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &client_beh, &c, sizeof c, NULL));
+    tu_env_start(e);
+    assert_int_equal(tu_recv_u64(e, T_GO, 10000), 20);
+    tu_sleep_ms(500); /* a couple answered, most in flight or queued */
+    for (unsigned i = 0; i < 2; i++)
+        assert_int_equal(kill(tr_pool_worker_pid(e->rt, i), SIGKILL), 0);
+    /* Every request is answered (none failed, no DOWN). */
+    uint64_t seen = 0;
+    for (unsigned n = 0; n < 20; n++) {
+        uint64_t v = tu_recv_u64(e, T_ANS, 20000);
+        assert_true(v & (1ull << 40)); /* a reply */
+        uint64_t i = (v & ((1ull << 40) - 1));
+        uint64_t root = 0;
+        while (root * root < i)
+            root++;
+        assert_true(root * root == i && root < 20);
+        seen |= 1ull << root;
+    }
+    /* A request may be answered twice (at least once): each value at
+     * least once is what counts; duplicates are extra replies the
+     * requester discards (only the first reply matches). */
+    assert_int_equal(seen, (1ull << 20) - 1);
+    assert_true(tr_actor_alive(e->rt, r));
+    tr_transport_stats st;
+    TU_ASSERT_OK(tr_transport_stats_get(e->rt, false, &st));
+    assert_true(st.retried > 0);
+    assert_true(st.peers_lost >= 1);
+    tu_env_finish(e);
+}
+
 /* Cancellation travels with a request across processes: a request that
  * times out while it waits behind slow work in the worker is dropped there
  * (never handled: no late reply comes back). */
@@ -400,6 +438,7 @@ static void test_main_killed_workers_exit(void **state) {
 int main(int argc, char **argv) {
     tr_register("square", &square_beh);
     tr_register("hang", &hang_beh);
+    tr_register_flags("square-idem", &square_beh, TR_REG_IDEMPOTENT);
     tr_worker_main(argc, argv); /* does not return in a worker */
     if (getenv("TEST_REMOTE_CHILD") != NULL)
         return child_main();
@@ -408,6 +447,7 @@ int main(int argc, char **argv) {
         TU_TEST(test_kill9_worker_fails_requests_back),
         TU_TEST(test_hung_worker_is_killed),
         TU_TEST(test_supervisor_restarts_remote_child),
+        TU_TEST(test_idempotent_requests_retried),
         TU_TEST(test_request_cancelled_in_worker),
         cmocka_unit_test_teardown(test_main_killed_workers_exit,
                                   kill_leftovers),
