@@ -6,7 +6,9 @@
  *
  * Stop sequence of actor A (it returned TR_STOP or failed, or was
  * cancelled):
- *   1. A enters STOPPING: ordinary messages are dropped from now on.
+ *   1. A enters STOPPING: ordinary messages are dropped from now on, and
+ *      the requests A still waits on are cancelled (send.c): their
+ *      targets drop them if they have not started them.
  *   2. While A has children: ask the youngest to stop (SYS_STOP with the
  *      reason shutdown, or cancelled/timeout when A was cancelled so) and
  *      wait for its SYS_EXIT. Each child enforces its own grace: on
@@ -259,6 +261,9 @@ void tr__begin_stop(tr_ctx *ctx, tr__actor *a, int reason) {
         return;
     e->phase = TR__PH_STOPPING;
     e->reason = reason;
+    /* A stopping actor reads no more replies: its targets hear it now,
+     * not after its children have stopped. */
+    tr__request_cancel_all(ctx, a);
     advance_stop(ctx, a);
 }
 
@@ -285,6 +290,7 @@ void tr__begin_kill(tr_ctx *ctx, tr__actor *a) {
         e->phase = TR__PH_STOPPING;
         e->reason = TR_EXIT_KILLED;
     }
+    tr__request_cancel_all(ctx, a);
     if (tr__kids_count(&e->kids) == 0)
         advance_stop(ctx, a);
 }
@@ -352,9 +358,14 @@ void tr__finish(tr_ctx *ctx, tr__actor *a, int reason) {
         (void)tr__reactor_timer_cancel(&ctx->rt->reactor, e->kill_timer);
         e->kill_timer = 0;
     }
+    /* Requests still pending are cancelled before on_stop (so whatever
+     * on_stop tells others comes after the cancellation) and again after
+     * it, for requests on_stop itself made. */
+    tr__request_cancel_all(ctx, a);
     if (beh->on_stop != NULL) {
         ctx->stop_req = false;
         beh->on_stop(ctx, a->state, reason);
+        tr__request_cancel_all(ctx, a);
     }
     if (reason < 0 && tr__log_enabled(TR_LOG_INFO))
         tr__log(TR_LOG_INFO, "actor %s (slot %u) failed: %s%s%s",
@@ -410,6 +421,16 @@ static bool watch_remove(tr__actor_ext *e, uint64_t id, tr_ref *target) {
 }
 
 bool tr__sys_handle(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
+    if (m->tag == TR__SYS_REQ_CANCEL) {
+        /* Local targets check the runtime's list (noted by the requester);
+         * a proxy passes the word to the process that has the request.
+         * Handled before tr__ext: a plain target needs no ext for it. */
+        if (!tr__behavior_raw(a->beh))
+            return false;
+        m->tag = TR__TAG_REQ_CANCEL;
+        m->flags &= (uint16_t)~TR__F_SYS;
+        return true;
+    }
     tr__actor_ext *e = tr__ext(a);
     if (e == NULL) {
         tr__log(TR_LOG_ERROR, "out of memory handling a system message");
@@ -504,15 +525,6 @@ bool tr__sys_handle(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
             advance_stop(ctx, a);
         return false;
     }
-    case TR__SYS_REQ_CANCEL:
-        /* Local targets check the runtime's list (noted by the requester);
-         * a proxy passes the word to the process that has the request. */
-        if (tr__behavior_raw(a->beh)) {
-            m->tag = TR__TAG_REQ_CANCEL;
-            m->flags &= (uint16_t)~TR__F_SYS;
-            return true;
-        }
-        return false;
     default:
         tr__log(TR_LOG_ERROR, "unknown system message %u", m->tag);
         return false;

@@ -3,7 +3,21 @@
  * Request ids are per requester (a counter in the actor's ext), so a reply
  * is matched by (requester, id). The pending table lists the requests that
  * still wait: a reply or timeout whose id is not in it is late and dropped,
- * which is how a late reply can never be taken for another request's. */
+ * which is how a late reply can never be taken for another request's.
+ *
+ * Cancellation travels with a request. When the requester gives up on it
+ * (its timeout fires, or the requester starts stopping or ends with it
+ * pending) it notes (requester, id) in the runtime's cancelled list and
+ * sends SYS_REQ_CANCEL to the target: a local target drops the request if
+ * it has not started it (the run loop consumes the note), a proxy passes
+ * the word to the worker process that has it, and a handler already
+ * working on it can poll tr_request_cancelled (which looks, never
+ * consumes: a forwarded copy still queued elsewhere must find the note).
+ * The list is bounded (TR__CANCELLED_MAX, the oldest note is forgotten when
+ * full: that request runs, as it would have without cancellation); notes
+ * of requests already started stay until pushed out. A counting filter
+ * (cancel_buckets) lets the check on every request skip the lock when no
+ * note can match. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -250,6 +264,20 @@ TR_API int tr_request(tr_ctx *ctx, tr_ref to, tr_msg **msg, int64_t timeout_ms,
     return 0;
 }
 
+/* The requester `self` gives up on request p (its timer is already fired
+ * or cancelled by the caller). The note comes first: by the time the
+ * target could see SYS_REQ_CANCEL, the note is there. A target known dead
+ * gets neither (the request is a dead letter there already), nor does a
+ * request to oneself (it is in our own mailbox, dropped with us). */
+static void cancel_pending(tr_ctx *ctx, tr_ref self, const tr__pending *p) {
+    if (ctx->shutdown || tr_ref_is_none(p->target) || p->target.id == self.id ||
+        !tr_actor_alive(ctx->rt, p->target))
+        return;
+    tr__req_cancel_note(ctx->rt, self.id, p->req_id);
+    (void)tr__send_sys(ctx->rt, ctx, self, p->target, TR__SYS_REQ_CANCEL,
+                       p->req_id, NULL);
+}
+
 bool tr__request_filter(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
     tr__actor_ext *e = a->ext;
     uint32_t i = 0;
@@ -271,34 +299,58 @@ bool tr__request_filter(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
     if ((m->flags & TR__F_REPLY) && e->pending[i].timer_id != 0)
         (void)tr__reactor_timer_cancel(&ctx->rt->reactor,
                                        e->pending[i].timer_id);
-    if (m->flags & TR__F_TIMEOUT) {
-        /* Cancellation travels with the request: the target drops it if it
-         * has not started it; a proxy passes the word to its process. */
-        tr__req_cancel_note(ctx->rt, ctx->self.id, m->req_id);
-        (void)tr__send_sys(ctx->rt, ctx, ctx->self, e->pending[i].target,
-                           TR__SYS_REQ_CANCEL, m->req_id, NULL);
-    }
+    if (m->flags & TR__F_TIMEOUT)
+        cancel_pending(ctx, ctx->self, &e->pending[i]);
     e->pending[i] = e->pending[--e->npending];
     return true;
 }
 
-void tr__req_cancel_note(tr_runtime *rt, uint64_t requester,
-                         uint64_t req_id) {
+/* Bucket of a note in the counting filter. */
+static uint32_t cancel_bucket(uint64_t requester, uint64_t req_id) {
+    uint64_t h =
+        (requester ^ (req_id * 0x9E3779B97F4A7C15ull)) * 0xBF58476D1CE4E5B9ull;
+    return (uint32_t)(h >> 32) & (TR__CANCEL_BUCKETS - 1);
+}
+
+/* Under cancel_lock. The filter's counts are only written here, under the
+ * lock, so a load+store is enough; relaxed: the lock orders the writers,
+ * and a lock-free reader only takes a count as a hint (see the callers). */
+static void bucket_add(tr_runtime *rt, const tr__cancelled_req *c, int d) {
+    _Atomic uint16_t *b =
+        &rt->cancel_buckets[cancel_bucket(c->requester, c->req_id)];
+    atomic_store_explicit(
+        b, (uint16_t)(atomic_load_explicit(b, memory_order_relaxed) + d),
+        memory_order_relaxed);
+}
+
+void tr__req_cancel_note(tr_runtime *rt, uint64_t requester, uint64_t req_id) {
+    tr__cancelled_req c = {requester, req_id};
     pthread_mutex_lock(&rt->cancel_lock);
     uint32_t n = atomic_load_explicit(&rt->ncancelled, memory_order_relaxed);
     if (n < TR__CANCELLED_MAX) {
-        rt->cancelled[n] = (tr__cancelled_req){requester, req_id};
+        rt->cancelled[n] = c;
         atomic_store_explicit(&rt->ncancelled, n + 1, memory_order_relaxed);
     } else { /* full: the oldest is forgotten (that request runs) */
-        rt->cancelled[rt->cancelled_head++ % TR__CANCELLED_MAX] =
-            (tr__cancelled_req){requester, req_id};
+        tr__cancelled_req *old =
+            &rt->cancelled[rt->cancelled_head++ % TR__CANCELLED_MAX];
+        bucket_add(rt, old, -1);
+        *old = c;
     }
+    bucket_add(rt, &c, +1);
     pthread_mutex_unlock(&rt->cancel_lock);
 }
 
-bool tr__req_cancel_check(tr_runtime *rt, uint64_t requester,
-                          uint64_t req_id) {
-    if (atomic_load_explicit(&rt->ncancelled, memory_order_relaxed) == 0)
+/* Looks for the note of (requester, req_id); removes it if `consume`. */
+static bool cancel_lookup(tr_runtime *rt, uint64_t requester, uint64_t req_id,
+                          bool consume) {
+    /* Relaxed, without the lock: a 0 read while the note is being made
+     * means the request and its cancellation cross; the request runs (at
+     * most once) or the next poll sees it. The entries themselves are only
+     * read under the lock. */
+    if (atomic_load_explicit(&rt->ncancelled, memory_order_relaxed) == 0 ||
+        atomic_load_explicit(
+            &rt->cancel_buckets[cancel_bucket(requester, req_id)],
+            memory_order_relaxed) == 0)
         return false;
     bool found = false;
     pthread_mutex_lock(&rt->cancel_lock);
@@ -306,15 +358,57 @@ bool tr__req_cancel_check(tr_runtime *rt, uint64_t requester,
     for (uint32_t i = 0; i < n; i++) {
         if (rt->cancelled[i].req_id == req_id &&
             rt->cancelled[i].requester == requester) {
-            rt->cancelled[i] = rt->cancelled[n - 1];
-            atomic_store_explicit(&rt->ncancelled, n - 1,
-                                  memory_order_relaxed);
+            if (consume) {
+                bucket_add(rt, &rt->cancelled[i], -1);
+                rt->cancelled[i] = rt->cancelled[n - 1];
+                atomic_store_explicit(&rt->ncancelled, n - 1,
+                                      memory_order_relaxed);
+            }
             found = true;
             break;
         }
     }
     pthread_mutex_unlock(&rt->cancel_lock);
     return found;
+}
+
+bool tr__req_cancel_check(tr_runtime *rt, uint64_t requester, uint64_t req_id) {
+    return cancel_lookup(rt, requester, req_id, true);
+}
+
+TR_API bool tr_request_cancelled(tr_ctx *ctx, const tr_msg *req) {
+    if (ctx == NULL || req == NULL || !(req->flags & TR__F_REQUEST))
+        return false;
+    /* A requester that has ended (or is being killed) will read no reply,
+     * whether or not its note is still in the bounded list. Acquire (in
+     * tr_actor_alive): pairs with the release that marks the slot dead;
+     * a generation once dead never comes back for this reference. */
+    if (!tr_ref_is_none(req->sender) && !tr_actor_alive(ctx->rt, req->sender))
+        return true;
+    /* The note is written under cancel_lock by the requester's worker (or
+     * the link thread of a worker process) and read here under the same
+     * lock, so a true answer is always backed by a note fully written.
+     * The lock-free pre-check is relaxed: a stale 0 only postpones the
+     * answer to a later poll. Not consumed: the drop-before-start check of
+     * a forwarded copy may still need the note. */
+    return cancel_lookup(ctx->rt, req->sender.id, req->req_id, false);
+}
+
+void tr__request_cancel_all(tr_ctx *ctx, tr__actor *a) {
+    tr__actor_ext *e = a->ext;
+    if (e == NULL || e->npending == 0)
+        return;
+    tr_ref self =
+        tr__make_ref(tr__slot_index(a), a->run_gen & ~TR__STUB_QUEUED);
+    for (uint32_t i = 0; i < e->npending; i++) {
+        /* A timeout that already fired is on its way to us: dropped as a
+         * dead letter, like any message to a stopping actor. */
+        if (e->pending[i].timer_id != 0)
+            (void)tr__reactor_timer_cancel(&ctx->rt->reactor,
+                                           e->pending[i].timer_id);
+        cancel_pending(ctx, self, &e->pending[i]);
+    }
+    e->npending = 0;
 }
 
 void tr__request_cleanup(tr_runtime *rt, tr__actor *a) {

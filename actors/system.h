@@ -64,17 +64,23 @@ _Static_assert(sizeof(tr__actor) == 64, "an actor slot is one cache line");
 typedef struct tr__pending {
     uint64_t req_id;
     uint64_t timer_id;
-    tr_ref target; /* told when the request times out (SYS_REQ_CANCEL) */
+    /* Told (SYS_REQ_CANCEL) when the request times out or its requester
+     * stops first. */
+    tr_ref target;
 } tr__pending;
 
-/* A request its requester gave up on (timed out): dropped if it is still
- * queued when it comes up (see send.c). */
+/* A request its requester gave up on (timed out, or the requester stopped
+ * first): dropped if it is still queued when it comes up, visible to
+ * tr_request_cancelled while it is handled (see send.c). */
 typedef struct tr__cancelled_req {
     uint64_t requester;
     uint64_t req_id;
 } tr__cancelled_req;
 
 #define TR__CANCELLED_MAX 1024
+/* Buckets of the lock-free pre-check of the notes (a counting filter, see
+ * send.c); a power of two. */
+#define TR__CANCEL_BUCKETS 8192
 
 /* Rarely needed per-actor data, allocated on first use. */
 typedef struct tr__watcher {
@@ -154,13 +160,16 @@ struct tr_runtime {
 
     tr_ref root;
     _Atomic int shutdown_calls;
-    /* Cancelled requests: a bounded ring under a lock; ncancelled is read
-     * without it first (relaxed: a stale 0 only means a request queued at
-     * the very moment of its cancellation runs anyway, at most once). */
+    /* Cancelled requests: a bounded ring under a lock; ncancelled and the
+     * note's bucket count are read without it first (relaxed: a stale 0
+     * only means a request queued at the very moment of its cancellation
+     * runs anyway, at most once, or a poll sees it one poll later). The
+     * counts are written under the lock only. */
     pthread_mutex_t cancel_lock;
     tr__cancelled_req cancelled[TR__CANCELLED_MAX];
     uint32_t cancelled_head;
     _Atomic uint32_t ncancelled;
+    _Atomic uint16_t cancel_buckets[TR__CANCEL_BUCKETS];
     /* The process pool (transport/), freed by tr_runtime_destroy after
      * every actor has been cleaned up. */
     void *pool;
@@ -202,6 +211,11 @@ bool tr__quiescent(void *arg);
 /* Handles reply/timeout bookkeeping for a message about to be handled;
  * returns false if the message must be dropped (late reply). */
 bool tr__request_filter(tr_ctx *ctx, tr__actor *a, tr_msg *m);
+/* The actor stops (or is stopping) with requests still pending: each is
+ * cancelled as its timeout would (note + SYS_REQ_CANCEL to its target) and
+ * forgotten. No-op for the notes and sends during runtime shutdown. */
+void tr__request_cancel_all(tr_ctx *ctx, tr__actor *a);
+/* Frees the pending table and ext (timers cancelled, nothing sent). */
 void tr__request_cleanup(tr_runtime *rt, tr__actor *a);
 
 /* actors/family.c: ownership, stop sequence, links, monitors. */
@@ -249,10 +263,10 @@ bool tr__behavior_raw(const tr_behavior *beh);
  * requester is the sender, the request id is tr_msg_request_id. */
 #define TR__TAG_REQ_CANCEL 0xFFFF0007u
 /* Requests given up by their requesters (send.c): noted by the requester's
- * side, checked by the target when the request comes up. */
+ * side, checked (and the note consumed) by the target when the request
+ * comes up; tr_request_cancelled looks without consuming. */
 void tr__req_cancel_note(tr_runtime *rt, uint64_t requester, uint64_t req_id);
-bool tr__req_cancel_check(tr_runtime *rt, uint64_t requester,
-                          uint64_t req_id);
+bool tr__req_cancel_check(tr_runtime *rt, uint64_t requester, uint64_t req_id);
 /* actor.c: frees the incarnation and releases the slot (after finish). */
 void tr__die(tr_ctx *ctx, tr__actor *a);
 extern const tr_behavior tr__root_behavior;

@@ -130,9 +130,31 @@ TR_API int tr_forward(tr_ctx *ctx, tr_ref to, tr_msg *msg);
  * a TR_TAG_TIMEOUT message with that id after timeout_ms (-1 = no
  * timeout). A reply that arrives after the timeout is discarded and counted
  * in stats.late_replies: it is never mistaken for another request's reply.
- * Only from a handler. */
+ * Only from a handler.
+ *
+ * Cancellation travels with the request. The requester gives up on it when
+ * its timeout fires, and when the requester itself stops with the request
+ * still pending (it returned TR_STOP or failed, was cancelled by tr_cancel,
+ * a cancel scope's deadline or its parent's stop, was killed; a draining
+ * actor still waits for its replies until it stops): a target
+ * that has not started the request yet drops it unhandled (counted in
+ * stats.dead_letters), also in a worker process (remote.h); a handler
+ * already working on it can learn it with tr_request_cancelled. Best
+ * effort and bounded: the runtime remembers the last 1024 cancelled
+ * requests; an older one, or one whose cancellation crosses its start,
+ * runs, and its reply is discarded as before. Nothing is sent during
+ * runtime shutdown (tr_runtime_stop). */
 TR_API int tr_request(tr_ctx *ctx, tr_ref to, tr_msg **msg, int64_t timeout_ms,
                       uint64_t *req_id);
+/* True if the requester of `req` (the borrowed request being handled) has
+ * given up on it: its timeout fired, or it stopped or ended (see
+ * tr_request). A cooperative check for long handlers: poll it between
+ * steps and return early (a reply is then pointless, its receiver is gone
+ * or no longer waiting). Cheap when nothing was cancelled (no lock); it
+ * never changes what it looks at, so it may be called any number of
+ * times. May turn true a little after the cancellation (never before).
+ * False if req is not a request. From the handler handling req. */
+TR_API bool tr_request_cancelled(tr_ctx *ctx, const tr_msg *req);
 /* Replies to a request being handled (req is the borrowed request). Takes
  * *reply on success. TR_ESTATE if req is not a request. */
 TR_API int tr_reply(tr_ctx *ctx, const tr_msg *req, tr_msg **reply);

@@ -39,9 +39,11 @@
  *
  * Requests under a scope: a request made by the body (or anything under
  * it) is covered by the scope. When the scope is cancelled the body stops
- * handling ordinary messages, its pending requests are dropped (their
- * timeout timers cancelled) and a reply that comes later is a dead letter,
- * so no tr_request outlives its scope, even with timeout -1. To also get a
+ * handling ordinary messages and its pending requests are cancelled (their
+ * timeout timers too): as on a timeout, a target that has not started one
+ * drops it and one working on it sees tr_request_cancelled turn true
+ * (actor.h); a reply that comes later is a dead letter. So no tr_request
+ * outlives its scope, even with timeout -1. To also get a
  * TR_TAG_TIMEOUT before the deadline, pass the body its deadline (cfg's
  * deadline_ms, in its init) and use tr_deadline_remaining(deadline) as
  * the request's timeout.
