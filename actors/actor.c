@@ -47,7 +47,9 @@ tr__actor *tr__slot_lookup(tr_runtime *rt, uint64_t id) {
 
 static tr__actor *new_chunk(uint32_t chunk_no) {
     tr__actor *c = aligned_alloc(TR__CHUNK_BYTES, TR__CHUNK_BYTES);
-    _Atomic uint32_t *depth = calloc(TR__CHUNK_SLOTS, sizeof *depth);
+    /* depth[] then mflags[], one allocation. */
+    _Atomic uint32_t *depth = calloc(
+        1, TR__CHUNK_SLOTS * (sizeof *depth + sizeof(_Atomic uint8_t)));
     if (c == NULL || depth == NULL) {
         free(c);
         free(depth);
@@ -56,6 +58,7 @@ static tr__actor *new_chunk(uint32_t chunk_no) {
     memset(c, 0, TR__CHUNK_BYTES);
     ((tr__chunk_head *)c)->chunk_no = chunk_no;
     ((tr__chunk_head *)c)->depth = depth;
+    ((tr__chunk_head *)c)->mflags = (_Atomic uint8_t *)(depth + TR__CHUNK_SLOTS);
     for (uint32_t i = 1; i < TR__CHUNK_SLOTS; i++) {
         tr__actor *a = &c[i];
         tr__mailbox_init(&a->mb, &a->stub, false);
@@ -349,6 +352,10 @@ void tr__die(tr_ctx *ctx, tr__actor *a) {
     a->state = NULL;
     uint32_t gen = a->run_gen & ~TR__STUB_QUEUED;
     a->run_gen &= TR__STUB_QUEUED;
+    /* Actors muted on this one go on (nobody relieves a dead actor). */
+    if (atomic_exchange_explicit(tr__mflags_of(a), 0, memory_order_seq_cst) &
+        TR__MF_OVERLOADED)
+        tr__mute_release(ctx->rt, ctx, tr__make_ref(tr__slot_index(a), gen).id);
     /* Release: senders that see DEAD see nothing newer they could race.
      * This also clears a KILL bit. */
     atomic_store_explicit(&a->live_gen, gen | TR__GEN_DEAD,
@@ -578,6 +585,8 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
             tr__msg_release_payload(m);
         }
         tr__set_magic(m, TR__MSG_DONE);
+        if (ctx->mute_on != 0 && !recheck)
+            break; /* it sent to an overloaded actor: muted from here */
         /* Start, system messages and a handler's end may have started,
          * stopped or ended the actor: reload what the loop caches. */
         if (recheck) {
@@ -593,6 +602,15 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
     ctx->cur = NULL;
     if (rt->track_depth && n > 0)
         atomic_fetch_sub_explicit(tr__depth_of(a), n, memory_order_relaxed);
+    if (ctx->mute_on != 0) {
+        uint64_t target = ctx->mute_on;
+        ctx->mute_on = 0;
+        /* Parked: not rescheduled and the mailbox not marked empty, so
+         * nothing schedules it but a wake. Nothing of a is touched after
+         * this: a waker may run it on another thread at once. */
+        if (gen != 0 && tr__mute_park(ctx, a, target))
+            return false;
+    }
     return !tr__mailbox_mark_empty(&a->mb);
 }
 

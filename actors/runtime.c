@@ -88,6 +88,7 @@ TR_API int tr_runtime_create(tr_runtime **out, const tr_runtime_config *cfg) {
         rt->cfg.debug_mailbox_warn > 0 ? rt->cfg.debug_mailbox_warn : 10000;
     pthread_mutex_init(&rt->slots_lock, NULL);
     pthread_mutex_init(&rt->cancel_lock, NULL);
+    pthread_mutex_init(&rt->mute_lock, NULL);
     rt->foreign.rt = rt;
     int rc = TR_ENOMEM;
     if (tr__sched_init(&rt->sched, rt->cfg.workers, tr__actor_run,
@@ -154,6 +155,8 @@ fail_ctxs:
 fail_sched:
     pthread_mutex_destroy(&rt->slots_lock);
     pthread_mutex_destroy(&rt->cancel_lock);
+    tr__mutes_destroy(rt);
+    pthread_mutex_destroy(&rt->mute_lock);
     free(rt);
     return rc;
 }
@@ -275,6 +278,7 @@ TR_API void tr_runtime_get_stats(const tr_runtime *rt, tr_runtime_stats *out) {
             atomic_load_explicit(&c->st.refused, memory_order_relaxed);
         out->unhandled +=
             atomic_load_explicit(&c->st.unhandled, memory_order_relaxed);
+        out->muted += atomic_load_explicit(&c->st.muted, memory_order_relaxed);
     }
     out->timers_fired =
         atomic_load_explicit(&rt->reactor.fired, memory_order_relaxed);

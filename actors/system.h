@@ -43,9 +43,15 @@ typedef struct tr__actor {
 typedef struct tr__chunk_head {
     uint32_t chunk_no;
     /* Mailbox depth per slot of this chunk (maintained when the runtime
-     * tracks depths): kept out of the slots so idle actors stay 64 bytes. */
+     * tracks depths): kept out of the slots so idle actors stay 64 bytes.
+     * The same allocation holds mflags (TR__MF_*) per slot after it. */
     _Atomic uint32_t *depth;
+    _Atomic uint8_t *mflags;
 } tr__chunk_head;
+
+/* Muting (mute.c): per-slot flags. */
+#define TR__MF_OVERLOADED 1u /* senders to it are muted after their turn */
+#define TR__MF_MUTED 2u      /* parked: not scheduled until woken */
 
 _Static_assert(sizeof(tr__actor) == 64, "an actor slot is one cache line");
 
@@ -123,7 +129,7 @@ typedef struct tr__actor_ext {
  * readers. */
 typedef struct tr__wstats {
     _Atomic uint64_t spawned, ended, dead_letters, late_replies, refused,
-        unhandled;
+        unhandled, muted;
 } tr__wstats;
 
 struct tr_ctx {
@@ -134,6 +140,9 @@ struct tr_ctx {
     bool stop_req;
     int fail_code; /* tr_fail's code while the handler runs */
     bool shutdown; /* cleanup during runtime shutdown: no sends */
+    /* The running handler sent to an overloaded actor (this ref id): the
+     * actor is muted when its turn ends (mute.c). */
+    uint64_t mute_on;
     tr__wstats st;
     /* Debug mode: what this worker runs since when (read by the monitor). */
     const tr_behavior *_Atomic dbg_beh;
@@ -180,6 +189,9 @@ struct tr_runtime {
     void (*node_destroy)(void *node);
     void *names;
     void (*names_destroy)(void *names);
+    /* Who is muted on whom (mute.c). */
+    pthread_mutex_t mute_lock;
+    struct tr__mutes *mutes;
     /* Bumped by every tr_kill: a turn in progress compares it (an L1 hit,
      * rarely written) before each handler and only then checks its own
      * KILL bit, so a kill stops an actor between two messages without a
@@ -292,6 +304,25 @@ static inline _Atomic uint32_t *tr__depth_of(const tr__actor *a) {
     return &h->depth[((uintptr_t)a - base) / sizeof(tr__actor)];
 }
 
+static inline _Atomic uint8_t *tr__mflags_of(const tr__actor *a) {
+    uintptr_t base = (uintptr_t)a & ~(uintptr_t)(TR__CHUNK_BYTES - 1);
+    const tr__chunk_head *h = (const tr__chunk_head *)base;
+    return &h->mflags[((uintptr_t)a - base) / sizeof(tr__actor)];
+}
+
+typedef struct tr__mutes tr__mutes;
+/* Marks target overloaded (on) or relieves it, waking the actors muted on
+ * it. Any thread. */
+int tr__overload_set(tr_runtime *rt, tr_ctx *ctx, tr_ref target, bool on);
+/* Wakes the actors muted on target_id (it was relieved or it died). */
+void tr__mute_release(tr_runtime *rt, tr_ctx *ctx, uint64_t target_id);
+/* At the end of a's turn: parks it (true) if target_id is still
+ * overloaded; false: run on as usual. */
+bool tr__mute_park(tr_ctx *ctx, tr__actor *a, uint64_t target_id);
+/* Schedules a if it is parked. */
+void tr__mute_wake(tr_runtime *rt, tr_ctx *ctx, tr__actor *a);
+void tr__mutes_destroy(tr_runtime *rt);
+
 extern const tr_behavior tr__inbox_behavior;
 
 /* The last step of every send: stamp, count, push, schedule on the
@@ -302,8 +333,17 @@ static inline void tr__enqueue(tr_runtime *rt, tr_ctx *ctx, tr__actor *a,
     tr__set_magic(m, TR__MSG_QUEUED);
     if (rt->track_depth)
         atomic_fetch_add_explicit(tr__depth_of(a), 1, memory_order_relaxed);
-    if (tr__mailbox_push(&a->mb, &m->node))
+    bool sys = (m->flags & TR__F_SYS) != 0; /* m is the receiver's after */
+    if (tr__mailbox_push(&a->mb, &m->node)) {
         tr__sched_push(&rt->sched, ctx != NULL ? ctx->w : NULL, a);
+    } else if (sys) {
+        /* A muted (parked) actor must still get its system messages: the
+         * handshake with tr__mute_park (mute.c) is an RMW on the flags. */
+        if (atomic_fetch_or_explicit(tr__mflags_of(a), 0,
+                                     memory_order_acq_rel) &
+            TR__MF_MUTED)
+            tr__mute_wake(rt, ctx, a);
+    }
 }
 
 static inline tr_ref tr__make_ref(uint32_t index, uint32_t gen) {

@@ -62,6 +62,7 @@ typedef struct tr_runtime_stats {
     uint64_t timers_fired;
     uint64_t sends_refused; /* sends rejected with TR_ENOACTOR/TR_ESTOPPED */
     uint64_t unhandled;     /* handler returned TR_UNHANDLED */
+    uint64_t muted; /* turns that ended muted (sent to an overloaded actor) */
 } tr_runtime_stats;
 
 /* Creates a runtime; cfg may be NULL for defaults. Calling thread: any. */

@@ -1,0 +1,177 @@
+/* Design notes
+ * ------------
+ * Backpressure by muting, after Pony's runtime: an actor that sends to an
+ * OVERLOADED target is MUTED once its current handler returns — the
+ * scheduler does not run it again until the target is no longer
+ * overloaded. No thread ever blocks: a muted actor is simply parked, its
+ * mailbox keeps filling, and it resumes where it left off, in order.
+ *
+ * Who is overloaded: a proxy whose remote actor has no credit left (the
+ * link sets it, transport/link.c), and later any actor whose bounded
+ * mailbox is full. tr__overload_set(rt, target, false) wakes every actor
+ * muted on it.
+ *
+ * Parking: a muted actor's run ends WITHOUT marking its mailbox empty, so
+ * a send to it does not schedule it (the mailbox looks busy). The one
+ * thing that must still get through is a system message (cancel, kill,
+ * exit, DOWN...): a shutdown must never wait on a slow consumer. So a
+ * system sender, after its push, reads the flags with an RMW (fetch_or 0,
+ * acq_rel) and wakes the actor if MUTED; the parker sets MUTED with an RMW
+ * too, then scans its mailbox for a system message. Two RMWs on one
+ * location are totally ordered: if the sender's comes second it reads
+ * MUTED and wakes; if it comes first, the parker's RMW reads its value
+ * and acquires it, so the sender's push (before its RMW) is visible to
+ * the scan. (No fences: gcc's TSan does not model them.) Whoever clears
+ * MUTED (an atomic fetch_and) schedules the actor: exactly once.
+ *
+ * The table of who is muted on whom is small (one row per overloaded
+ * target with parked senders) and under one lock: muting is the slow
+ * path. Deadlock guard (Pony's rule): an actor that is itself overloaded,
+ * a system actor or an actor sending to itself is never muted. */
+#include <stdlib.h>
+
+#include "actors/system.h"
+#include "runtime/grow.h"
+
+typedef struct tr__mute_row {
+    uint64_t target;
+    uint64_t *senders; /* refs (id with generation) */
+    uint32_t n, cap;
+} tr__mute_row;
+
+struct tr__mutes {
+    tr__mute_row *rows;
+    uint32_t n, cap;
+};
+
+void tr__mutes_destroy(tr_runtime *rt) {
+    tr__mutes *m = rt->mutes;
+    if (m == NULL)
+        return;
+    for (uint32_t i = 0; i < m->n; i++)
+        free(m->rows[i].senders);
+    free(m->rows);
+    free(m);
+    rt->mutes = NULL;
+}
+
+/* Schedules a parked actor if it is still parked (exactly once). */
+static void wake(tr_runtime *rt, tr_ctx *ctx, uint64_t ref_id) {
+    tr__actor *a = tr__slot_lookup(rt, ref_id);
+    if (a == NULL || (atomic_load_explicit(&a->live_gen, memory_order_acquire) &
+                      ~TR__GEN_KILL) != (uint32_t)(ref_id >> 32))
+        return; /* gone (or the slot holds someone else now) */
+    tr__mute_wake(rt, ctx, a);
+}
+
+void tr__mute_wake(tr_runtime *rt, tr_ctx *ctx, tr__actor *a) {
+    if (atomic_fetch_and_explicit(tr__mflags_of(a), (uint8_t)~TR__MF_MUTED,
+                                  memory_order_seq_cst) &
+        TR__MF_MUTED)
+        tr__sched_push(&rt->sched, ctx != NULL ? ctx->w : NULL, a);
+}
+
+int tr__overload_set(tr_runtime *rt, tr_ctx *ctx, tr_ref target, bool on) {
+    tr__actor *a = tr__slot_lookup(rt, target.id);
+    if (a == NULL)
+        return TR_ENOACTOR;
+    if (on) {
+        atomic_fetch_or_explicit(tr__mflags_of(a), TR__MF_OVERLOADED,
+                                 memory_order_seq_cst);
+        return 0;
+    }
+    /* Cleared before the lock is taken: a sender that parks after this
+     * sees it clear under the lock and does not park (mute_park). */
+    atomic_fetch_and_explicit(tr__mflags_of(a), (uint8_t)~TR__MF_OVERLOADED,
+                              memory_order_seq_cst);
+    tr__mute_release(rt, ctx, target.id);
+    return 0;
+}
+
+void tr__mute_release(tr_runtime *rt, tr_ctx *ctx, uint64_t target_id) {
+    uint64_t *senders = NULL;
+    uint32_t n = 0;
+    pthread_mutex_lock(&rt->mute_lock);
+    tr__mutes *m = rt->mutes;
+    for (uint32_t i = 0; m != NULL && i < m->n; i++) {
+        if (m->rows[i].target != target_id)
+            continue;
+        senders = m->rows[i].senders;
+        n = m->rows[i].n;
+        m->rows[i] = m->rows[--m->n];
+        break;
+    }
+    pthread_mutex_unlock(&rt->mute_lock);
+    for (uint32_t i = 0; i < n; i++)
+        wake(rt, ctx, senders[i]);
+    free(senders);
+}
+
+/* Is a system message queued in a's mailbox (owner only)? */
+static bool sys_queued(tr__actor *a) {
+    tr__node *node = a->mb.tail;
+    for (;;) {
+        /* Acquire: pairs with the producer's release link (mailbox.h). */
+        node = atomic_load_explicit(&node->next, memory_order_acquire);
+        if (node == NULL)
+            return false;
+        if (node != &a->stub && (((tr_msg *)node)->flags & TR__F_SYS))
+            return true;
+    }
+}
+
+bool tr__mute_park(tr_ctx *ctx, tr__actor *a, uint64_t target_id) {
+    tr_runtime *rt = ctx->rt;
+    tr__actor *t = tr__slot_lookup(rt, target_id);
+    if (t == NULL || t == a || (a->ext != NULL && a->ext->system) ||
+        a->beh == NULL ||
+        (atomic_load_explicit(tr__mflags_of(a), memory_order_relaxed) &
+         TR__MF_OVERLOADED))
+        return false;
+    uint64_t self = tr__make_ref(tr__slot_index(a),
+                                 a->run_gen & ~TR__STUB_QUEUED)
+                        .id;
+    pthread_mutex_lock(&rt->mute_lock);
+    if (!(atomic_load_explicit(tr__mflags_of(t), memory_order_seq_cst) &
+          TR__MF_OVERLOADED)) {
+        pthread_mutex_unlock(&rt->mute_lock);
+        return false; /* relieved meanwhile */
+    }
+    tr__mutes *m = rt->mutes;
+    if (m == NULL && (m = rt->mutes = calloc(1, sizeof *m)) == NULL) {
+        pthread_mutex_unlock(&rt->mute_lock);
+        return false;
+    }
+    tr__mute_row *row = NULL;
+    for (uint32_t i = 0; i < m->n && row == NULL; i++)
+        if (m->rows[i].target == target_id)
+            row = &m->rows[i];
+    if (row == NULL && (m->n < m->cap ||
+                        tr__grow((void **)&m->rows, &m->cap, m->n + 1,
+                                 sizeof *m->rows, 4))) {
+        row = &m->rows[m->n++];
+        *row = (tr__mute_row){.target = target_id};
+    }
+    if (row == NULL || (row->n == row->cap &&
+                        !tr__grow((void **)&row->senders, &row->cap,
+                                  row->n + 1, sizeof *row->senders, 4))) {
+        pthread_mutex_unlock(&rt->mute_lock);
+        return false; /* out of memory: not muted, no harm */
+    }
+    row->senders[row->n++] = self;
+    atomic_fetch_or_explicit(tr__mflags_of(a), TR__MF_MUTED,
+                             memory_order_seq_cst);
+    pthread_mutex_unlock(&rt->mute_lock);
+    /* The handshake with system senders (design notes). */
+    if (sys_queued(a) &&
+        (atomic_fetch_and_explicit(tr__mflags_of(a), (uint8_t)~TR__MF_MUTED,
+                                   memory_order_seq_cst) &
+         TR__MF_MUTED))
+        return false; /* a system message waits: run on */
+    atomic_store_explicit(&ctx->st.muted,
+                          atomic_load_explicit(&ctx->st.muted,
+                                               memory_order_relaxed) +
+                              1,
+                          memory_order_relaxed); /* owner-only counter */
+    return true;
+}
