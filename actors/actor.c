@@ -216,6 +216,10 @@ static int spawn_locked(tr_runtime *rt, tr_ctx *ctx, const tr_behavior *beh,
     }
     /* Release: a sender that sees the new generation also sees the slot
      * state the previous incarnation left (it acquires live_gen). */
+    /* System actors are never muted: a sender muted on one cannot be part
+     * of a cycle of muted actors (mute.c). Set before the release below. */
+    atomic_store_explicit(tr__mflags_of(a), system ? TR__MF_SYSTEM : 0,
+                          memory_order_relaxed);
     atomic_store_explicit(&a->live_gen, gen, memory_order_release);
     tr_ref ref = tr__make_ref(idx, gen);
     if (out != NULL)
@@ -448,6 +452,30 @@ void tr__behavior_mark_raw_replies(const tr_behavior *beh) {
 
 bool tr__behavior_raw(const tr_behavior *beh) { return raw_replies_of(beh); }
 
+/* Behaviours whose actors mute their senders while they are behind (a
+ * full batch handled and more waiting), after Pony: the transport's proxy
+ * and link, so a producer cannot outrun the path to another process. */
+static const tr_behavior *_Atomic pressure[RAW_MAX];
+
+void tr__behavior_mark_pressure(const tr_behavior *beh) {
+    for (int i = 0; i < RAW_MAX; i++) {
+        const tr_behavior *none = NULL;
+        /* Relaxed: as raw_replies above. */
+        if (atomic_compare_exchange_strong_explicit(&pressure[i], &none, beh,
+                                                    memory_order_relaxed,
+                                                    memory_order_relaxed) ||
+            none == beh)
+            return;
+    }
+}
+
+static bool pressure_of(const tr_behavior *beh) {
+    for (int i = 0; i < RAW_MAX; i++)
+        if (atomic_load_explicit(&pressure[i], memory_order_relaxed) == beh)
+            return true;
+    return false;
+}
+
 static bool raw_replies_of(const tr_behavior *beh) {
     for (int i = 0; i < RAW_MAX; i++)
         if (atomic_load_explicit(&raw_replies[i], memory_order_relaxed) == beh)
@@ -602,6 +630,13 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
     ctx->cur = NULL;
     if (rt->track_depth && n > 0)
         atomic_fetch_sub_explicit(tr__depth_of(a), n, memory_order_relaxed);
+    /* Behind (a full batch and more waiting): senders are muted until
+     * it catches up (pressure behaviours only). */
+    _Atomic uint8_t *mf = tr__mflags_of(a);
+    if (n == batch && gen != 0 &&
+        !(atomic_load_explicit(mf, memory_order_relaxed) & TR__MF_BEHIND) &&
+        pressure_of(beh))
+        atomic_fetch_or_explicit(mf, TR__MF_BEHIND, memory_order_seq_cst);
     if (ctx->mute_on != 0) {
         uint64_t target = ctx->mute_on;
         ctx->mute_on = 0;
@@ -611,7 +646,14 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
         if (gen != 0 && tr__mute_park(ctx, a, target))
             return false;
     }
-    return !tr__mailbox_mark_empty(&a->mb);
+    bool more = !tr__mailbox_mark_empty(&a->mb);
+    /* Caught up: relieve its muted senders. (After mark_empty a may run
+     * elsewhere; the flags and the mute table are safe to touch: atomics
+     * and a lock, and the ref is only a key.) */
+    if (!more && (atomic_load_explicit(mf, memory_order_relaxed) &
+                  TR__MF_BEHIND))
+        tr__overload_clear(rt, ctx, a, TR__MF_BEHIND, gen);
+    return more;
 }
 
 bool tr__quiescent(void *arg) {

@@ -6,10 +6,14 @@
  * overloaded. No thread ever blocks: a muted actor is simply parked, its
  * mailbox keeps filling, and it resumes where it left off, in order.
  *
- * Who is overloaded: a proxy whose remote actor has no credit left (the
- * link sets it, transport/link.c), and later any actor whose bounded
- * mailbox is full. tr__overload_set(rt, target, false) wakes every actor
- * muted on it.
+ * Who is overloaded: HELD, set from outside: a proxy whose remote actor
+ * has no credit left (the link sets it, transport/link.c); BEHIND, set by
+ * the actor's own run: an actor of a "pressure" behaviour (the proxy, the
+ * link) that handled a full batch and still has messages waiting, until
+ * its mailbox is empty again (Pony's heuristic: a producer cannot outrun
+ * the path to another process). When no bit is left, every actor muted
+ * on it is woken. A sender to an actor that is itself muted is muted too
+ * (pressure travels back along a chain) and woken when that one is.
  *
  * Parking: a muted actor's run ends WITHOUT marking its mailbox empty, so
  * a send to it does not schedule it (the mailbox looks busy). The one
@@ -65,26 +69,42 @@ static void wake(tr_runtime *rt, tr_ctx *ctx, uint64_t ref_id) {
 }
 
 void tr__mute_wake(tr_runtime *rt, tr_ctx *ctx, tr__actor *a) {
-    if (atomic_fetch_and_explicit(tr__mflags_of(a), (uint8_t)~TR__MF_MUTED,
-                                  memory_order_seq_cst) &
-        TR__MF_MUTED)
-        tr__sched_push(&rt->sched, ctx != NULL ? ctx->w : NULL, a);
+    uint8_t old = atomic_fetch_and_explicit(
+        tr__mflags_of(a), (uint8_t)~TR__MF_MUTED, memory_order_seq_cst);
+    if (!(old & TR__MF_MUTED))
+        return;
+    /* The ref first: once pushed, a may run (and die) elsewhere. */
+    uint32_t gen = atomic_load_explicit(&a->live_gen, memory_order_acquire) &
+                   ~TR__GEN_KILL;
+    uint64_t id = tr__make_ref(tr__slot_index(a), gen).id;
+    tr__sched_push(&rt->sched, ctx != NULL ? ctx->w : NULL, a);
+    /* Those muted on it go on too, unless it is still overloaded (then
+     * its relief does it): of the threads clearing its bits, the one that
+     * leaves none releases (tr__overload_clear). */
+    if (!(old & TR__MF_OVERLOADED))
+        tr__mute_release(rt, ctx, id);
+}
+
+void tr__overload_clear(tr_runtime *rt, tr_ctx *ctx, tr__actor *a,
+                        uint8_t bit, uint32_t gen) {
+    /* Cleared before the lock is taken: a sender that parks after this
+     * sees it clear under the lock and does not park (mute_park). Of two
+     * threads clearing the two bits, the one that leaves none releases. */
+    uint8_t old = atomic_fetch_and_explicit(tr__mflags_of(a), (uint8_t)~bit,
+                                            memory_order_seq_cst);
+    if ((old & bit) && !(old & (TR__MF_OVERLOADED | TR__MF_MUTED) & ~bit))
+        tr__mute_release(rt, ctx, tr__make_ref(tr__slot_index(a), gen).id);
 }
 
 int tr__overload_set(tr_runtime *rt, tr_ctx *ctx, tr_ref target, bool on) {
     tr__actor *a = tr__slot_lookup(rt, target.id);
     if (a == NULL)
         return TR_ENOACTOR;
-    if (on) {
-        atomic_fetch_or_explicit(tr__mflags_of(a), TR__MF_OVERLOADED,
+    if (on)
+        atomic_fetch_or_explicit(tr__mflags_of(a), TR__MF_HELD,
                                  memory_order_seq_cst);
-        return 0;
-    }
-    /* Cleared before the lock is taken: a sender that parks after this
-     * sees it clear under the lock and does not park (mute_park). */
-    atomic_fetch_and_explicit(tr__mflags_of(a), (uint8_t)~TR__MF_OVERLOADED,
-                              memory_order_seq_cst);
-    tr__mute_release(rt, ctx, target.id);
+    else
+        tr__overload_clear(rt, ctx, a, TR__MF_HELD, (uint32_t)(target.id >> 32));
     return 0;
 }
 
@@ -124,16 +144,22 @@ bool tr__mute_park(tr_ctx *ctx, tr__actor *a, uint64_t target_id) {
     tr_runtime *rt = ctx->rt;
     tr__actor *t = tr__slot_lookup(rt, target_id);
     if (t == NULL || t == a || (a->ext != NULL && a->ext->system) ||
-        a->beh == NULL ||
-        (atomic_load_explicit(tr__mflags_of(a), memory_order_relaxed) &
-         TR__MF_OVERLOADED))
+        a->beh == NULL)
+        return false;
+    /* Pony's cycle guard: an overloaded actor is not muted, unless its
+     * target is a system actor (never muted: no cycle can go through it),
+     * so a proxy that is behind still stops feeding a link that is. */
+    if ((atomic_load_explicit(tr__mflags_of(a), memory_order_relaxed) &
+         TR__MF_OVERLOADED) &&
+        !(atomic_load_explicit(tr__mflags_of(t), memory_order_relaxed) &
+          TR__MF_SYSTEM))
         return false;
     uint64_t self = tr__make_ref(tr__slot_index(a),
                                  a->run_gen & ~TR__STUB_QUEUED)
                         .id;
     pthread_mutex_lock(&rt->mute_lock);
     if (!(atomic_load_explicit(tr__mflags_of(t), memory_order_seq_cst) &
-          TR__MF_OVERLOADED)) {
+          (TR__MF_OVERLOADED | TR__MF_MUTED))) {
         pthread_mutex_unlock(&rt->mute_lock);
         return false; /* relieved meanwhile */
     }

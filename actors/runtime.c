@@ -236,6 +236,8 @@ TR_API void tr_runtime_destroy(tr_runtime **prt) {
     }
     pthread_mutex_destroy(&rt->slots_lock);
     pthread_mutex_destroy(&rt->cancel_lock);
+    tr__mutes_destroy(rt);
+    pthread_mutex_destroy(&rt->mute_lock);
     free(rt);
     if (atomic_fetch_sub(&runtimes_alive, 1) == 1) {
         tr__pool_thread_flush();

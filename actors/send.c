@@ -95,10 +95,11 @@ static int send_locked(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m) {
         return TR_ENOACTOR;
     }
     tr__enqueue(rt, ctx, a, m, gen);
-    /* Relaxed: a stale "not overloaded" only mutes one turn later. */
+    /* Overloaded, or muted itself (Pony: pressure travels back along a
+     * chain of actors). Relaxed: a stale "no" only mutes one turn later. */
     if (ctx != NULL && ctx->cur != NULL && ctx->mute_on == 0 &&
         (atomic_load_explicit(tr__mflags_of(a), memory_order_relaxed) &
-         TR__MF_OVERLOADED))
+         (TR__MF_OVERLOADED | TR__MF_MUTED)))
         ctx->mute_on = to.id;
     return 0;
 }

@@ -49,9 +49,13 @@ typedef struct tr__chunk_head {
     _Atomic uint8_t *mflags;
 } tr__chunk_head;
 
-/* Muting (mute.c): per-slot flags. */
-#define TR__MF_OVERLOADED 1u /* senders to it are muted after their turn */
-#define TR__MF_MUTED 2u      /* parked: not scheduled until woken */
+/* Muting (mute.c): per-slot flags. Senders to an actor with HELD or
+ * BEHIND are muted after their turn. */
+#define TR__MF_HELD 1u   /* set from outside (tr__overload_set) */
+#define TR__MF_MUTED 2u  /* parked: not scheduled until woken */
+#define TR__MF_BEHIND 4u /* its own: a full batch and more waiting */
+#define TR__MF_SYSTEM 8u /* a system actor (never muted) */
+#define TR__MF_OVERLOADED (TR__MF_HELD | TR__MF_BEHIND)
 
 _Static_assert(sizeof(tr__actor) == 64, "an actor slot is one cache line");
 
@@ -314,6 +318,11 @@ typedef struct tr__mutes tr__mutes;
 /* Marks target overloaded (on) or relieves it, waking the actors muted on
  * it. Any thread. */
 int tr__overload_set(tr_runtime *rt, tr_ctx *ctx, tr_ref target, bool on);
+/* Clears bit (HELD or BEHIND) of a, whose generation is gen; wakes its
+ * muted senders if no overload bit is left. */
+void tr__overload_clear(tr_runtime *rt, tr_ctx *ctx, tr__actor *a,
+                        uint8_t bit, uint32_t gen);
+void tr__behavior_mark_pressure(const tr_behavior *beh);
 /* Wakes the actors muted on target_id (it was relieved or it died). */
 void tr__mute_release(tr_runtime *rt, tr_ctx *ctx, uint64_t target_id);
 /* At the end of a's turn: parks it (true) if target_id is still

@@ -157,6 +157,8 @@ static void peer_free_waiting(tr__peer *p) {
     p->nwaiting = p->capwaiting = 0;
 }
 
+static tr__fwd *flow_pop(tr__link *l, tr__flow *fl);
+
 void tr__link_free(tr__link *l) {
     if (l == NULL)
         return;
@@ -169,6 +171,19 @@ void tr__link_free(tr__link *l) {
         tr__idmap_free(&p->reverse);
         tr__idmap_free(&p->watching);
         tr__idmap_free(&p->spawned);
+        for (uint32_t k = 0; k < p->flows.cap; k++) {
+            uint64_t key = p->flows.keys[k];
+            if (key == TR__IDMAP_EMPTY || key == TR__IDMAP_GONE)
+                continue;
+            tr__flow *fl = (tr__flow *)(uintptr_t)p->flows.vals[k];
+            while (fl->nheld > 0)
+                tr__fwd_free(flow_pop(l, fl));
+            free(fl->held);
+            free(fl->flagged);
+            free(fl);
+        }
+        tr__idmap_free(&p->flows);
+        tr__idmap_free(&p->owed);
         for (uint32_t k = 0; k < p->nreqs; k++)
             tr__fwd_free(p->reqs[k].copy);
         free(p->reqs);
@@ -312,6 +327,165 @@ static void queue_waiting(tr_ctx *ctx, tr__link *l, tr__peer *p, tr__fwd *f) {
     p->waiting[p->nwaiting++] = f;
 }
 
+/* ---- credit (flow control per consumer) ---- */
+
+static bool is_data(const tr__fwd *f) {
+    return f->kind == TR__K_SEND || f->kind == TR__K_REQUEST;
+}
+
+static tr__flow *flow_of(tr__peer *p, uint64_t consumer, bool create) {
+    uint64_t v;
+    if (tr__idmap_get(&p->flows, consumer, &v))
+        return (tr__flow *)(uintptr_t)v;
+    if (!create)
+        return NULL;
+    tr__flow *fl = calloc(1, sizeof *fl);
+    if (fl != NULL &&
+        !tr__idmap_put(&p->flows, consumer, (uint64_t)(uintptr_t)fl)) {
+        free(fl);
+        fl = NULL;
+    }
+    return fl;
+}
+
+static bool flow_hold(tr__link *l, tr__flow *fl, tr__fwd *f) {
+    if (fl->nheld == fl->capheld) {
+        uint32_t ncap = fl->capheld ? fl->capheld * 2 : 16;
+        tr__fwd **n = malloc(ncap * sizeof *n);
+        if (n == NULL)
+            return false;
+        for (uint32_t i = 0; i < fl->nheld; i++)
+            n[i] = fl->held[(fl->head + i) % fl->capheld];
+        free(fl->held);
+        fl->held = n;
+        fl->head = 0;
+        fl->capheld = ncap;
+    }
+    fl->held[(fl->head + fl->nheld++) % fl->capheld] = f;
+    /* Relaxed: statistics; only the link's thread writes them. */
+    uint64_t held = __atomic_add_fetch(&l->c.held, 1, __ATOMIC_RELAXED);
+    if (held > __atomic_load_n(&l->c.held_peak, __ATOMIC_RELAXED))
+        __atomic_store_n(&l->c.held_peak, held, __ATOMIC_RELAXED);
+    return true;
+}
+
+static tr__fwd *flow_pop(tr__link *l, tr__flow *fl) {
+    tr__fwd *f = fl->held[fl->head];
+    fl->head = (fl->head + 1) % fl->capheld;
+    fl->nheld--;
+    __atomic_sub_fetch(&l->c.held, 1, __ATOMIC_RELAXED);
+    return f;
+}
+
+/* The proxy that forwarded f is overloaded: its senders are muted after
+ * their turn (actors/mute.c) until the flow has room again. */
+static void flow_flag(tr_ctx *ctx, tr__link *l, tr__flow *fl, uint64_t proxy) {
+    if (proxy == 0)
+        return;
+    for (uint32_t i = 0; i < fl->nflagged; i++)
+        if (fl->flagged[i] == proxy)
+            return;
+    if (fl->nflagged == fl->capflagged &&
+        !tr__grow((void **)&fl->flagged, &fl->capflagged, fl->nflagged + 1,
+                  sizeof *fl->flagged, 4))
+        return;
+    fl->flagged[fl->nflagged++] = proxy;
+    (void)tr__overload_set(l->rt, ctx, (tr_ref){proxy}, true);
+}
+
+static void flow_unflag(tr_ctx *ctx, tr__link *l, tr__flow *fl) {
+    for (uint32_t i = 0; i < fl->nflagged; i++)
+        (void)tr__overload_set(l->rt, ctx, (tr_ref){fl->flagged[i]}, false);
+    fl->nflagged = 0;
+}
+
+static void emit(tr_ctx *ctx, tr__link *l, tr__peer *p, tr__fwd *f);
+static void fail_fwd(tr_ctx *ctx, tr__link *l, tr__fwd *f, int err);
+
+/* Ends a flow: what it held fails with err (retried if idempotent and
+ * err is TR_ELOST), its proxies are relieved. */
+static void flow_end(tr_ctx *ctx, tr__link *l, tr__flow *fl, int err) {
+    while (fl->nheld > 0)
+        fail_fwd(ctx, l, flow_pop(l, fl), err);
+    flow_unflag(ctx, l, fl);
+    free(fl->held);
+    free(fl->flagged);
+    free(fl);
+}
+
+/* CREDIT from the peer: consumer took n more envelopes. */
+static void on_credit(tr_ctx *ctx, tr__link *l, tr__peer *p, uint64_t consumer,
+                      uint64_t n) {
+    tr__flow *fl = flow_of(p, consumer, false);
+    if (fl == NULL)
+        return;
+    fl->inflight = n >= fl->inflight ? 0 : fl->inflight - (uint32_t)n;
+    while (fl->nheld > 0 && fl->inflight < p->window) {
+        fl->inflight++;
+        emit(ctx, l, p, flow_pop(l, fl));
+    }
+    /* Hysteresis: its senders go on once what is held back fits in half
+     * a window, so the flow does not run dry before they refill it. */
+    if (fl->nheld <= p->window / 2)
+        flow_unflag(ctx, l, fl);
+    if (fl->nheld == 0) {
+        if (fl->inflight == 0) {
+            (void)tr__idmap_del(&p->flows, consumer, NULL);
+            flow_end(ctx, l, fl, TR_ELOST);
+        }
+    }
+}
+
+/* Grants the credit owed for our actor `local` if it is keeping up (its
+ * mailbox at most half the window deep, or depths not tracked, or it is
+ * gone); else keeps it owed and retries shortly. */
+static bool try_grant(tr_ctx *ctx, tr__link *l, tr__peer *p, uint64_t local) {
+    uint64_t owed = 0;
+    if (!tr__idmap_get(&p->owed, local, &owed) || owed == 0)
+        return true;
+    int64_t depth = tr_actor_mailbox_depth(l->rt, (tr_ref){local});
+    if (depth >= 0 && depth > (int64_t)(l->grant / 2)) {
+        if (!l->credit_timer) {
+            tr_msg *t = tr_msg_new(TR__LT_CREDIT);
+            if (t != NULL && tr_send_after(l->rt, l->self, 2, &t, NULL) == 0)
+                l->credit_timer = true;
+            else
+                tr_msg_destroy(&t);
+        }
+        return false;
+    }
+    (void)tr__idmap_del(&p->owed, local, NULL);
+    tr__link_send_env(ctx, l, (unsigned)(p - l->peers), TR__K_CREDIT, local, 0,
+                      0, (int64_t)owed);
+    return true;
+}
+
+/* A data envelope for our actor `local` arrived (delivered or not). */
+static void owe(tr_ctx *ctx, tr__link *l, tr__peer *p, uint64_t local) {
+    if (l->grant == 0 || local == 0)
+        return;
+    uint64_t owed = 0;
+    (void)tr__idmap_get(&p->owed, local, &owed);
+    (void)tr__idmap_put(&p->owed, local, ++owed);
+    uint32_t batch = l->grant / 4 > 0 ? l->grant / 4 : 1;
+    if (owed >= batch)
+        (void)try_grant(ctx, l, p, local);
+}
+
+static void grant_all(tr_ctx *ctx, tr__link *l) {
+    l->credit_timer = false;
+    for (unsigned i = 0; i < l->npeers; i++) {
+        tr__peer *p = &l->peers[i];
+        if (!tr__peer_used(p) || !p->connected)
+            continue;
+        for (uint32_t k = 0; k < p->owed.cap; k++) {
+            uint64_t key = p->owed.keys[k];
+            if (key != TR__IDMAP_EMPTY && key != TR__IDMAP_GONE)
+                (void)try_grant(ctx, l, p, key);
+        }
+    }
+}
+
 void tr__link_enqueue(tr_ctx *ctx, tr__link *l, tr__fwd *f) {
     if (f->peer >= l->npeers || !tr__peer_used(&l->peers[f->peer])) {
         fail_fwd(ctx, l, f, TR_ELOST);
@@ -326,6 +500,24 @@ void tr__link_enqueue(tr_ctx *ctx, tr__link *l, tr__fwd *f) {
         queue_waiting(ctx, l, p, f);
         return;
     }
+    if (p->window > 0 && is_data(f)) {
+        tr__flow *fl = flow_of(p, f->target, true);
+        if (fl != NULL && (fl->nheld > 0 || fl->inflight >= p->window)) {
+            if (flow_hold(l, fl, f)) {
+                flow_flag(ctx, l, fl, f->proxy);
+                return;
+            }
+            fail_fwd(ctx, l, f, TR_ENOMEM);
+            return;
+        }
+        if (fl != NULL)
+            fl->inflight++;
+    }
+    emit(ctx, l, p, f);
+}
+
+/* Encodes f into p's frame (takes f). */
+static void emit(tr_ctx *ctx, tr__link *l, tr__peer *p, tr__fwd *f) {
     /* What waits for an answer is listed, so a lost peer fails it back
      * (requests) or ends it (spawns). */
     if (f->kind == TR__K_REQUEST &&
@@ -380,7 +572,8 @@ void tr__link_send_hello(tr_ctx *ctx, tr__link *l, tr__peer *p) {
                    .proto_max = TR__PROTO_VERSION,
                    .role = role,
                    .role_len = strlen(role),
-                   .pid = (uint64_t)getpid()};
+                   .pid = (uint64_t)getpid(),
+                   .credit = l->grant};
     if (l->mode == TR__LINK_NODE) {
         h.node = l->name;
         h.node_len = strlen(l->name);
@@ -595,6 +788,10 @@ static void handle_env(tr_ctx *ctx, tr__link *l, tr__peer *p,
         if (l->mode == TR__LINK_NODE) {
             tr__node_hello(ctx, l, p, env);
         } else if (!p->connected) {
+            tr__hello h;
+            if (tr__hello_decode(env->data, env->len, &h) == 0)
+                p->window = h.credit > UINT32_MAX ? UINT32_MAX
+                                                  : (uint32_t)h.credit;
             p->connected = true;
             p->ever_connected = true;
             tr__log(TR_LOG_INFO, "pool: worker %s (pid %d) connected", p->ident,
@@ -630,18 +827,27 @@ static void handle_env(tr_ctx *ctx, tr__link *l, tr__peer *p,
         if (rc != 0 && env->kind == TR__K_REQUEST)
             tr__link_send_env(ctx, l, (unsigned)(p - l->peers), TR__K_REPLY,
                               env->target, env->sender, env->req_id, rc);
+        if (env->kind != TR__K_REPLY)
+            owe(ctx, l, p, env->target);
         break;
     }
+    case TR__K_CREDIT:
+        on_credit(ctx, l, p, env->sender, (uint64_t)env->aux);
+        break;
     case TR__K_CANCEL:
         on_cancel(ctx, l, p, env);
         break;
-    case TR__K_DOWN:
+    case TR__K_DOWN: {
+        uint64_t flv;
+        if (tr__idmap_del(&p->flows, env->sender, &flv))
+            flow_end(ctx, l, (tr__flow *)(uintptr_t)flv, TR_ENOACTOR);
         if (tr__idmap_del(&p->proxies, env->sender, &proxy)) {
             load_add(p, -1);
             tr__link_tell_proxy(ctx, proxy, TR__PT_REMOTE_DOWN,
                                 (uint64_t)env->aux);
         }
         break;
+    }
     default:
         break;
     }
@@ -844,6 +1050,14 @@ void tr__link_peer_lost(tr_ctx *ctx, tr__link *l, tr__peer *p, int err) {
     p->flush_sched = false;
     p->generation++; /* proxies of the old session now fail their sends */
     tr__encoder_reset(&p->enc);
+    /* Held back for want of credit, never sent: fails (or is retried). */
+    for (uint32_t k = 0; k < p->flows.cap; k++) {
+        uint64_t key = p->flows.keys[k];
+        if (key != TR__IDMAP_EMPTY && key != TR__IDMAP_GONE)
+            flow_end(ctx, l, (tr__flow *)(uintptr_t)p->flows.vals[k], err);
+    }
+    tr__idmap_free(&p->flows);
+    tr__idmap_free(&p->owed);
     /* What never left fails too. */
     uint32_t nw = p->nwaiting;
     tr__fwd **waiting = p->waiting;
@@ -933,6 +1147,9 @@ static int link_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
             tr__link_pool_tick(ctx, l);
         else
             tr__node_tick(ctx, l);
+        break;
+    case TR__LT_CREDIT:
+        grant_all(ctx, l);
         break;
     case TR__LT_DEAD:
         for (unsigned i = 0; i < l->npeers; i++)

@@ -28,6 +28,17 @@ typedef struct tr__pending_req {
     tr__fwd *copy; /* to send again if the peer is lost (retry), or NULL */
 } tr__pending_req;
 
+/* Flow control toward one consumer (a remote actor) of a peer: data
+ * envelopes (SEND, REQUEST) in flight without credit, and those held
+ * back, in order, while the window is full (link.c). */
+typedef struct tr__flow {
+    uint32_t inflight;
+    tr__fwd **held; /* ring */
+    uint32_t head, nheld, capheld;
+    uint64_t *flagged; /* proxies marked overloaded for it */
+    uint32_t nflagged, capflagged;
+} tr__flow;
+
 typedef struct tr__peer {
     char ident[TR__REG_NAME_MAX]; /* ROUTER routing id: "w<i>" or node name */
     size_t identlen;
@@ -62,12 +73,18 @@ typedef struct tr__peer {
     unsigned failed_starts;
     tr__pending_req *reqs; /* requests in flight to this peer */
     uint32_t nreqs, capreqs;
+    /* Credit (docs/protocol.md, CREDIT): what the peer grants per
+     * consumer (0: no flow control), our flows toward its actors, and the
+     * credit we owe it for each of ours. */
+    uint32_t window;
+    tr__idmap flows; /* its actor id -> tr__flow * */
+    tr__idmap owed;  /* our actor id -> envelopes not yet credited back */
 } tr__peer;
 
 /* Counters (relaxed atomics: statistics, read by any thread). */
 typedef struct tr__link_counters {
     uint64_t frames_in, frames_out, rejected, unknown_peer, zap_denied,
-        zap_allowed, dropped_out, peers_lost, retried;
+        zap_allowed, dropped_out, peers_lost, retried, held, held_peak;
 } tr__link_counters;
 
 typedef struct tr__link {
@@ -84,6 +101,8 @@ typedef struct tr__link {
     int64_t hang_timeout_ms; /* -1: no hang detection */
     tr_timer_id tick;
     tr__codec_limits lim; /* the decoder's and every encoder's */
+    uint32_t grant;       /* credit we grant per consumer; 0 = none */
+    bool credit_timer;    /* a TR__LT_CREDIT is on its way */
     tr__decoder dec;
     tr_ref self;
     unsigned index; /* WORKER: this worker's index */

@@ -320,6 +320,7 @@ void tr__node_hello(tr_ctx *ctx, tr__link *l, tr__peer *p,
     }
     p->session[0] = h.pid;
     p->session[1] = h.epoch;
+    p->window = h.credit > UINT32_MAX ? UINT32_MAX : (uint32_t)h.credit;
     __atomic_store_n(&p->connected, true, __ATOMIC_RELAXED);
     p->ever_connected = true;
     tr__log(TR_LOG_INFO, "node: %s (pid %llu) connected", p->ident,
@@ -455,6 +456,8 @@ TR_API int tr_node_start(tr_runtime *rt, const tr_node_config *cfg) {
         !name_ok(cfg->name, strlen(cfg->name)))
         return TR_EINVAL;
     tr__behavior_mark_raw_replies(&tr__proxy_behavior);
+    tr__behavior_mark_pressure(&tr__proxy_behavior);
+    tr__behavior_mark_pressure(&tr__link_behavior);
     if (!cfg->plaintext && (!key_ok(cfg->public_key) ||
                             !key_ok(cfg->secret_key) ||
                             (cfg->nallow > 0 && cfg->allow == NULL))) {
@@ -490,6 +493,9 @@ TR_API int tr_node_start(tr_runtime *rt, const tr_node_config *cfg) {
     if (cfg->listen != NULL)
         snprintf(l->endpoint, sizeof l->endpoint, "%s", cfg->listen);
     l->plaintext = cfg->plaintext;
+    l->grant = cfg->window == 0 ? 1024
+               : cfg->window < 0 ? 0
+                                 : (uint32_t)cfg->window;
     l->loss_timeout_ms = cfg->loss_timeout_ms > 0 ? cfg->loss_timeout_ms : 1000;
     int rc = 0;
     if (!l->plaintext) {
@@ -653,6 +659,8 @@ TR_API int tr_transport_stats_get(tr_runtime *rt, bool node,
     LD(dropped_out);
     LD(peers_lost);
     LD(retried);
+    LD(held);
+    LD(held_peak);
 #undef LD
     return 0;
 }

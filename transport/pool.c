@@ -34,6 +34,8 @@ TR_API int tr_pool_start(tr_runtime *rt, const tr_pool_config *cfg) {
     if (rt == NULL)
         return TR_EINVAL;
     tr__behavior_mark_raw_replies(&tr__proxy_behavior);
+    tr__behavior_mark_pressure(&tr__proxy_behavior);
+    tr__behavior_mark_pressure(&tr__link_behavior);
     if (rt->pool != NULL)
         return TR_ESTATE;
     unsigned n =
@@ -45,6 +47,9 @@ TR_API int tr_pool_start(tr_runtime *rt, const tr_pool_config *cfg) {
         return TR_ENOMEM;
     l->worker_threads =
         cfg != NULL && cfg->worker_threads > 0 ? cfg->worker_threads : 1;
+    l->grant = cfg == NULL || cfg->window == 0 ? 1024
+               : cfg->window < 0                 ? 0
+                                                 : (uint32_t)cfg->window;
     l->hang_timeout_ms = cfg == NULL || cfg->hang_timeout_ms == 0 ? 10000
                          : cfg->hang_timeout_ms < 0               ? -1
                                                     : cfg->hang_timeout_ms;
@@ -243,6 +248,7 @@ TR_API int tr_worker_main(int argc, char **argv) {
     const char *idx = getenv("TROUPE_WORKER_INDEX");
     const char *thr = getenv("TROUPE_WORKER_THREADS");
     const char *par = getenv("TROUPE_WORKER_PARENT");
+    const char *win = getenv("TROUPE_WORKER_WINDOW");
     /* A worker never outlives the main process: a thread watches the
      * parent (PR_SET_PDEATHSIG would follow the forking thread, not the
      * process) and ends this one within 50 ms of its death. */
@@ -255,7 +261,11 @@ TR_API int tr_worker_main(int argc, char **argv) {
         _exit(1);
     pthread_detach(watcher);
     tr__behavior_mark_raw_replies(&tr__proxy_behavior);
-    tr_runtime_config cfg = {.workers = thr ? (unsigned)atoi(thr) : 1};
+    tr__behavior_mark_pressure(&tr__proxy_behavior);
+    tr__behavior_mark_pressure(&tr__link_behavior);
+    /* Depths tracked: the link holds credit back for a busy actor. */
+    tr_runtime_config cfg = {.workers = thr ? (unsigned)atoi(thr) : 1,
+                             .track_depth = true};
     tr_runtime *rt = NULL;
     if (tr_runtime_create(&rt, &cfg) != 0)
         _exit(1);
@@ -263,6 +273,10 @@ TR_API int tr_worker_main(int argc, char **argv) {
     if (l == NULL)
         _exit(1);
     l->index = idx ? (unsigned)atoi(idx) : 0;
+    /* The main side's window is both what it grants us and what we
+     * grant it (it sends no HELLO). */
+    l->grant = win != NULL ? (uint32_t)strtoul(win, NULL, 10) : 0;
+    l->peers[0].window = l->grant;
     snprintf(l->endpoint, sizeof l->endpoint, "%s", ep);
     /* Here the link is an ordinary (counted) top-level actor: the worker
      * runs as long as it does, and BYE's orderly shutdown stops it last

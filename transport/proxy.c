@@ -229,14 +229,18 @@ static int proxy_forward(tr_ctx *ctx, tr__proxy *p, tr__fwd *f) {
         int rc = queue_fwd(p, f);
         if (rc != 0)
             tr__fwd_free(f);
+        /* A process takes a while to start: its senders wait (muted)
+         * rather than pile messages up here. */
+        if (p->nq >= TR__PROXY_QUEUE_MAX && !p->self_held &&
+            tr__overload_set(tr_ctx_runtime(ctx), ctx, tr_self(ctx), true) ==
+                0)
+            p->self_held = true;
         return rc;
     }
     f->target = p->remote;
     f->gen = p->gen;
-    if (p->respawn != NULL && f->kind == TR__K_REQUEST) {
-        f->retry = true;
-        f->proxy = tr_self(ctx).id;
-    }
+    f->proxy = tr_self(ctx).id; /* flagged overloaded if its flow is full */
+    f->retry = p->respawn != NULL && f->kind == TR__K_REQUEST;
     return tr__fwd_send(ctx, NULL, p->link, f);
 }
 
@@ -288,6 +292,11 @@ static int proxy_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
                 tr__fwd_free(q[i]);
         }
         free(q);
+        if (p->self_held) {
+            p->self_held = false;
+            (void)tr__overload_set(tr_ctx_runtime(ctx), ctx, tr_self(ctx),
+                                   false);
+        }
         if (rc != 0)
             return rc;
         if (p->started_tag != 0) /* a supervisor waits for the start */

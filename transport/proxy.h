@@ -7,6 +7,10 @@
 
 #include "transport/remote.h"
 
+/* Messages a proxy keeps while its actor is being spawned before its
+ * senders are muted. */
+#define TR__PROXY_QUEUE_MAX 256u
+
 typedef struct tr__proxy {
     tr_ref link;      /* the link actor that owns the socket */
     uint32_t peer;    /* which worker process (main side) */
@@ -19,6 +23,7 @@ typedef struct tr__proxy {
                          it again when its process dies; else NULL */
     unsigned streak;  /* losses less than a second apart */
     int64_t last_loss_ms;
+    bool self_held;   /* it marked itself overloaded (queue full) */
     tr__fwd **q;      /* waiting for the spawn */
     uint32_t nq, capq;
 } tr__proxy;

@@ -24,6 +24,7 @@
 #define TR__LT_TICK 0xFFFF0604u  /* heartbeat period (main side) */
 #define TR__LT_CONNECT 0xFFFF0605u /* u64: node peer slot to connect */
 #define TR__LT_SUBSCRIBE 0xFFFF0606u /* u64: actor told of node up/down */
+#define TR__LT_CREDIT 0xFFFF0607u    /* retry credit held back (busy actor) */
 /* Proxy tags. */
 #define TR__PT_SPAWNED 0xFFFF0610u     /* u64: the remote actor's id */
 #define TR__PT_REMOTE_DOWN 0xFFFF0611u /* u64: (int64) exit reason */

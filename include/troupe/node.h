@@ -67,6 +67,10 @@ typedef struct tr_node_config {
     /* Largest frame accepted from a peer (bytes; ZMQ_MAXMSGSIZE too: a
      * peer that sends more is disconnected). 0 = 64 MiB + 64 KiB. */
     size_t max_frame;
+    /* Credit per remote actor, as tr_pool_config.window: 0 = 1024, -1 =
+     * none. Set tr_runtime_config.track_depth for this node to hold its
+     * credit back while its actors are behind. */
+    int32_t window;
 } tr_node_config;
 
 /* Makes rt a node (once: TR_ESTATE the second time). Errors: TR_EINVAL
@@ -137,6 +141,8 @@ typedef struct tr_transport_stats {
     uint64_t dropped_out; /* frames that could not be sent */
     uint64_t peers_lost;  /* worker deaths and node losses */
     uint64_t retried;     /* requests sent again (TR_REG_IDEMPOTENT) */
+    uint64_t held;        /* envelopes held back now for want of credit */
+    uint64_t held_peak;   /* the most ever held back at once */
 } tr_transport_stats;
 
 /* Counters of the node transport (node = true) or of the worker pool. */

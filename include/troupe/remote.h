@@ -93,6 +93,16 @@ typedef struct tr_pool_config {
      * answers from its link actor, so a handler that keeps all of a
      * worker's scheduler threads busy for that long looks hung. */
     int64_t hang_timeout_ms;
+    /* Backpressure across the boundary (credit, docs/protocol.md): at
+     * most this many one-way messages and requests are in flight to one
+     * remote actor (or from one worker actor to one local actor) before
+     * its senders are muted (parked after their turn, never a thread:
+     * actors/mute.c) until the receiver has consumed them. A receiving
+     * process holds its credit back while the actor's mailbox is more
+     * than half this deep (worker processes track mailbox depths; for the
+     * main process, set tr_runtime_config.track_depth to get the same
+     * toward it). 0 = 1024; -1 = no flow control. */
+    int32_t window;
 } tr_pool_config;
 
 /* Starts the worker processes of rt (once; TR_ESTATE the second time).
