@@ -354,8 +354,9 @@ static int proxy_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
         return tr_cancel(tr_ctx_runtime(ctx), tr_self(ctx), reason, 0);
     }
     if (tag == TR__TAG_REQ_CANCEL) {
-        /* The requester gave up (timeout): the other side drops the
-         * request if it has not started it. */
+        /* The requester gave up (its timeout, or it ended): the other
+         * side drops the request if it has not started it, and a handler
+         * running it sees tr_request_cancelled. */
         tr__fwd *c = calloc(1, sizeof *c);
         if (c == NULL)
             return TR_ENOMEM;
@@ -363,7 +364,7 @@ static int proxy_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
         c->kind = TR__K_CANCEL;
         c->sender = tr_msg_sender(msg).id;
         c->req_id = tr_msg_request_id(msg);
-        c->aux = TR_EXIT_TIMEOUT;
+        c->aux = TR_EXIT_CANCELLED;
         return proxy_forward(ctx, p, c);
     }
     tr__fwd *f = tr__fwd_from_msg(msg, p->peer, p->remote);

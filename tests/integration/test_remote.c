@@ -16,7 +16,18 @@
 #include "child.h"
 #include "testutil.h"
 
-enum { T_SQ = 1, T_ANS, T_SLOW, T_GO, T_DONE, T_DOWN_SEEN, T_FAILED, T_SLOWER };
+enum {
+    T_SQ = 1,
+    T_ANS,
+    T_SLOW,
+    T_GO,
+    T_DONE,
+    T_DOWN_SEEN,
+    T_FAILED,
+    T_SLOWER,
+    T_LONG,
+    T_PROBE
+};
 
 /* ---- the remote behaviour ---- */
 
@@ -73,6 +84,39 @@ static int slow_handle(tr_ctx *ctx, void *st, tr_msg *m) {
 static const tr_behavior slow_beh = {.name = "slow",
                                      .handle = slow_handle,
                                      .state_size = sizeof(slow_state)};
+
+/* For cancellation across processes: T_LONG runs until its requester
+ * gives up (tr_request_cancelled), at most 8 s; it tells the requester
+ * when it starts. T_PROBE answers with how it ended (100: cancelled,
+ * 1000: ran out), 0 if no T_LONG ran. */
+typedef struct longjob {
+    uint64_t outcome;
+} longjob;
+
+static int longjob_handle(tr_ctx *ctx, void *st, tr_msg *m) {
+    longjob *j = st;
+    if (tr_msg_tag(m) == T_PROBE)
+        return tr_send_u64(ctx, tr_msg_sender(m), T_ANS, j->outcome);
+    if (tr_msg_tag(m) == T_SLOWER) {
+        usleep(1000 * 1000);
+        return 0;
+    }
+    if (tr_msg_tag(m) != T_LONG)
+        return TR_UNHANDLED;
+    int rc = tr_send_tag(ctx, tr_msg_sender(m), T_GO);
+    if (rc != 0)
+        return rc;
+    int64_t end = tr_now_ms() + 8000;
+    bool gone = false;
+    while (!(gone = tr_request_cancelled(ctx, m)) && tr_now_ms() < end)
+        usleep(1000);
+    j->outcome += gone ? 100 : 1000;
+    return 0;
+}
+
+static const tr_behavior longjob_beh = {.name = "longjob",
+                                        .handle = longjob_handle,
+                                        .state_size = sizeof(longjob)};
 
 /* ---- a local client that talks to a remote actor ---- */
 
@@ -385,6 +429,98 @@ static void test_slow_worker_throttles_its_sender(void **state) {
     tu_env_finish(e);
 }
 
+/* Cancellation travels with a request when its requester ends: a request
+ * queued in the worker is dropped there, and a handler already running it
+ * sees tr_request_cancelled and stops early. */
+typedef struct asker2 {
+    tr_ref remote, report;
+    bool queued; /* true: behind a slow job; false: the long job itself */
+} asker2;
+
+static int asker2_start(tr_ctx *ctx, void *st) {
+    asker2 *a = st;
+    int rc;
+    if (a->queued && (rc = tr_send_u64(ctx, a->remote, T_SLOWER, 0)) != 0)
+        return rc;
+    tr_msg *q = tr_msg_new_u64(T_LONG, 0);
+    if ((rc = tr_request(ctx, a->remote, &q, -1, NULL)) != 0)
+        return rc;
+    if (a->queued) /* it cannot start before the slow job ends */
+        tu_report(ctx, a->report, T_GO, 0);
+    return 0;
+}
+
+static int asker2_handle(tr_ctx *ctx, void *st, tr_msg *m) {
+    asker2 *a = st;
+    if (tr_msg_tag(m) == T_GO) { /* the long job started over there */
+        tu_report(ctx, a->report, T_GO, 0);
+        return 0;
+    }
+    if (tr_msg_tag(m) == T_ANS) {
+        tu_report(ctx, a->report, T_DONE, tr_msg_u64(m));
+        return 0;
+    }
+    return TR_UNHANDLED;
+}
+
+static const tr_behavior asker2_beh = {.name = "asker2",
+                                       .handle = asker2_handle,
+                                       .on_start = asker2_start,
+                                       .state_size = sizeof(asker2)};
+
+/* Sends T_PROBE to the remote actor (state: its ref), reports the answer
+ * as T_DONE to the runtime's inbox found in report. */
+static tr_ref prober_report;
+
+static int prober_start(tr_ctx *ctx, void *st) {
+    return tr_send_tag(ctx, *(tr_ref *)st, T_PROBE);
+}
+
+static int prober_handle(tr_ctx *ctx, void *st, tr_msg *m) {
+    (void)st;
+    if (tr_msg_tag(m) != T_ANS)
+        return TR_UNHANDLED;
+    tu_report(ctx, prober_report, T_DONE, tr_msg_u64(m));
+    return TR_STOP;
+}
+
+static const tr_behavior prober_beh = {.name = "prober",
+                                       .handle = prober_handle,
+                                       .on_start = prober_start,
+                                       .state_size = sizeof(tr_ref)};
+
+static void cancel_with_requester(void **state, bool queued,
+                                  uint64_t expect) {
+    tu_env *e = *state;
+    tu_env_init(e, 2);
+    (void)tu_spawn_keeper(e);
+    /* 2 threads in the worker: its link hears the CANCEL while the job
+     * runs. */
+    TU_ASSERT_OK(tr_pool_start(
+        e->rt, &(tr_pool_config){.processes = 1, .worker_threads = 2}));
+    tr_ref rem, r;
+    TU_ASSERT_OK(tr_runtime_spawn_remote(e->rt, "longjob", NULL, 0, &rem));
+    asker2 a = {.remote = rem, .report = e->inbox_ref, .queued = queued};
+    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &asker2_beh, &a, sizeof a, &r));
+    prober_report = e->inbox_ref;
+    tu_env_start(e);
+    assert_int_equal(tu_recv_u64(e, T_GO, 10000), 0);
+    TU_ASSERT_OK(tr_cancel(e->rt, r, TR_EXIT_CANCELLED, -1));
+    TU_ASSERT_EVENTUALLY(!tr_actor_alive(e->rt, r), 10000);
+    /* A probe queued behind whatever runs there: how did the job end? */
+    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &prober_beh, &rem, sizeof rem, NULL));
+    assert_int_equal(tu_recv_u64(e, T_DONE, 20000), expect);
+    tu_env_finish(e);
+}
+
+static void test_queued_request_dropped_when_requester_ends(void **state) {
+    cancel_with_requester(state, true, 0);
+}
+
+static void test_running_request_sees_requester_end(void **state) {
+    cancel_with_requester(state, false, 100);
+}
+
 /* Cancellation travels with a request across processes: a request that
  * times out while it waits behind slow work in the worker is dropped there
  * (never handled: no late reply comes back). */
@@ -535,6 +671,7 @@ int main(int argc, char **argv) {
     tr_register("square", &square_beh);
     tr_register("hang", &hang_beh);
     tr_register("slow", &slow_beh);
+    tr_register("longjob", &longjob_beh);
     tr_register_flags("square-idem", &square_beh, TR_REG_IDEMPOTENT);
     tr_worker_main(argc, argv); /* does not return in a worker */
     if (getenv("TEST_REMOTE_CHILD") != NULL)
@@ -546,6 +683,8 @@ int main(int argc, char **argv) {
         TU_TEST(test_supervisor_restarts_remote_child),
         TU_TEST(test_idempotent_requests_retried),
         TU_TEST(test_slow_worker_throttles_its_sender),
+        TU_TEST(test_queued_request_dropped_when_requester_ends),
+        TU_TEST(test_running_request_sees_requester_end),
         TU_TEST(test_request_cancelled_in_worker),
         cmocka_unit_test_teardown(test_main_killed_workers_exit,
                                   kill_leftovers),
