@@ -389,6 +389,43 @@ static void test_spawn_lookup_request_over_curve(void **state) {
     tu_env_finish(e);
 }
 
+/* Three nodes: this one connects to two others (each its own process,
+ * its own key, each allowing only ours) and uses both at once. */
+static void test_three_nodes(void **state) {
+    tu_env *e = *state;
+    keypair ka, kb, kc;
+    keys(&ka);
+    keys(&kb);
+    keys(&kc);
+    peer b, c;
+    peer_start(&b, "b", "tcp://127.0.0.1:*", &kb, ka.pub, false, NULL);
+    peer_start(&c, "c", "tcp://127.0.0.1:*", &kc, ka.pub, false, NULL);
+    node_env(e, &ka, false);
+    TU_ASSERT_OK(tr_node_connect(e->rt, "b", b.endpoint, kb.pub));
+    TU_ASSERT_OK(tr_node_connect(e->rt, "c", c.endpoint, kc.pub));
+    tr_ref rb, rc2, cb, cc;
+    TU_ASSERT_OK(tr_runtime_node_spawn(e->rt, "b", "square", NULL, 0, &rb));
+    TU_ASSERT_OK(tr_runtime_node_spawn(e->rt, "c", "square", NULL, 0, &rc2));
+    ask(e, rb, T_SQ, 3);
+    ask(e, rc2, T_SQ, 4);
+    uint64_t x = tu_recv_u64(e, T_ANS, 10000);
+    uint64_t y = tu_recv_u64(e, T_ANS, 10000);
+    assert_true((x == 9 && y == 16) || (x == 16 && y == 9));
+    TU_ASSERT_OK(tr_runtime_node_lookup(e->rt, "b", "counter", &cb));
+    TU_ASSERT_OK(tr_runtime_node_lookup(e->rt, "c", "counter", &cc));
+    ask(e, cb, T_COUNT, 0);
+    assert_int_equal(tu_recv_u64(e, T_COUNT, 10000), 1);
+    ask(e, cc, T_COUNT, 0);
+    assert_int_equal(tu_recv_u64(e, T_COUNT, 10000), 1);
+    assert_true(tr_node_is_up(e->rt, "b") && tr_node_is_up(e->rt, "c"));
+    char stats[512];
+    peer_stop(&c, stats, sizeof stats);
+    assert_int_equal(stat_field(stats, "counter_hits"), 1);
+    peer_stop(&b, stats, sizeof stats);
+    assert_int_equal(stat_field(stats, "counter_hits"), 1);
+    tu_env_finish(e);
+}
+
 static void test_peer_not_on_allowlist_gets_nothing_through(void **state) {
     tu_env *e = *state;
     keypair ka, kb, kother;
@@ -629,6 +666,7 @@ int main(int argc, char **argv) {
         return peer_main();
     const struct CMUnitTest tests[] = {
         NODE_TEST(test_spawn_lookup_request_over_curve),
+        NODE_TEST(test_three_nodes),
         NODE_TEST(test_peer_not_on_allowlist_gets_nothing_through),
         NODE_TEST(test_malformed_and_oversized_frames),
         NODE_TEST(test_node_loss_detected_and_recovered),
