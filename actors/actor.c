@@ -526,6 +526,7 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
     bool debug = rt->debug;
     if (debug)
         debug_mailbox(ctx, a);
+    ctx->turn_sends = 0;
     unsigned n = 0;
     while (n < batch) {
         /* Acquire: pairs with the producer's release link (mailbox.h). */
@@ -615,6 +616,8 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
         tr__set_magic(m, TR__MSG_DONE);
         if (ctx->mute_on != 0 && !recheck)
             break; /* it sent to an overloaded actor: muted from here */
+        if (ctx->turn_sends >= TR__TURN_SEND_BUDGET)
+            break; /* flooding: the receivers get a turn first */
         /* Start, system messages and a handler's end may have started,
          * stopped or ended the actor: reload what the loop caches. */
         if (recheck) {

@@ -77,7 +77,11 @@ void tr__mute_wake(tr_runtime *rt, tr_ctx *ctx, tr__actor *a) {
     uint32_t gen = atomic_load_explicit(&a->live_gen, memory_order_acquire) &
                    ~TR__GEN_KILL;
     uint64_t id = tr__make_ref(tr__slot_index(a), gen).id;
-    tr__sched_push(&rt->sched, ctx != NULL ? ctx->w : NULL, a);
+    /* Into the shared queue, not the waker's next slot: the waker (often
+     * the link) may run long, and the woken actor is what its producers
+     * wait on. */
+    (void)ctx;
+    tr__sched_push(&rt->sched, NULL, a);
     /* Those muted on it go on too, unless it is still overloaded (then
      * its relief does it): of the threads clearing its bits, the one that
      * leaves none releases (tr__overload_clear). */

@@ -97,10 +97,13 @@ static int send_locked(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m) {
     tr__enqueue(rt, ctx, a, m, gen);
     /* Overloaded, or muted itself (Pony: pressure travels back along a
      * chain of actors). Relaxed: a stale "no" only mutes one turn later. */
-    if (ctx != NULL && ctx->cur != NULL && ctx->mute_on == 0 &&
-        (atomic_load_explicit(tr__mflags_of(a), memory_order_relaxed) &
-         (TR__MF_OVERLOADED | TR__MF_MUTED)))
-        ctx->mute_on = to.id;
+    if (ctx != NULL && ctx->cur != NULL) {
+        ctx->turn_sends++;
+        if (ctx->mute_on == 0 &&
+            (atomic_load_explicit(tr__mflags_of(a), memory_order_relaxed) &
+             (TR__MF_OVERLOADED | TR__MF_MUTED)))
+            ctx->mute_on = to.id;
+    }
     return 0;
 }
 

@@ -49,6 +49,8 @@ typedef struct tr__chunk_head {
     _Atomic uint8_t *mflags;
 } tr__chunk_head;
 
+#define TR__TURN_SEND_BUDGET 1024u
+
 /* Muting (mute.c): per-slot flags. Senders to an actor with HELD or
  * BEHIND are muted after their turn. */
 #define TR__MF_HELD 1u   /* set from outside (tr__overload_set) */
@@ -147,6 +149,10 @@ struct tr_ctx {
     /* The running handler sent to an overloaded actor (this ref id): the
      * actor is muted when its turn ends (mute.c). */
     uint64_t mute_on;
+    /* Messages sent by the running actor in this turn: a turn ends early
+     * past TR__TURN_SEND_BUDGET, so a flooding actor lets the actors it
+     * floods run (and mark themselves behind) before it goes on. */
+    uint32_t turn_sends;
     tr__wstats st;
     /* Debug mode: what this worker runs since when (read by the monitor). */
     const tr_behavior *_Atomic dbg_beh;
