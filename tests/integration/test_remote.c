@@ -26,7 +26,11 @@ enum {
     T_FAILED,
     T_SLOWER,
     T_LONG,
-    T_PROBE
+    T_PROBE,
+    T_HELLO,
+    T_QUIT,
+    T_BYE,
+    T_EXIT_SEEN
 };
 
 /* ---- the remote behaviour ---- */
@@ -117,6 +121,35 @@ static int longjob_handle(tr_ctx *ctx, void *st, tr_msg *m) {
 static const tr_behavior longjob_beh = {.name = "longjob",
                                         .handle = longjob_handle,
                                         .state_size = sizeof(longjob)};
+
+/* Links across processes. "partner" remembers who said T_HELLO (a
+ * stand-in for a main-side actor) and tells it T_BYE with its exit reason
+ * when it ends; T_QUIT makes it fail with TR_EPROTO. */
+typedef struct partner {
+    tr_ref hello;
+} partner;
+
+static int partner_handle(tr_ctx *ctx, void *st, tr_msg *m) {
+    partner *p = st;
+    if (tr_msg_tag(m) == T_HELLO) {
+        p->hello = tr_msg_sender(m);
+        return tr_send_tag(ctx, p->hello, T_ANS);
+    }
+    if (tr_msg_tag(m) == T_QUIT)
+        return TR_EPROTO;
+    return TR_UNHANDLED;
+}
+
+static void partner_stop(tr_ctx *ctx, void *st, int reason) {
+    partner *p = st;
+    if (!tr_ref_is_none(p->hello))
+        (void)tr_send_u64(ctx, p->hello, T_BYE, (uint64_t)(int64_t)reason);
+}
+
+static const tr_behavior partner_beh = {.name = "partner",
+                                        .handle = partner_handle,
+                                        .on_stop = partner_stop,
+                                        .state_size = sizeof(partner)};
 
 /* ---- a local client that talks to a remote actor ---- */
 
@@ -521,6 +554,107 @@ static void test_running_request_sees_requester_end(void **state) {
     cancel_with_requester(state, false, 100);
 }
 
+/* A local actor linked to a remote one: the remote's failure reaches it
+ * as an EXIT (trapping) with the remote reason; a local linked actor that
+ * ends takes the remote one down (its proxy ends and cancels it). */
+typedef struct linker {
+    tr_ref remote, report;
+    bool trap, quiet; /* quiet: links only, no HELLO */
+} linker;
+
+static int linker_start(tr_ctx *ctx, void *st) {
+    linker *k = st;
+    tr_trap_exits(ctx, k->trap);
+    int rc = tr_link(ctx, k->remote);
+    if (rc != 0)
+        return rc;
+    if (k->quiet) {
+        tu_report(ctx, k->report, T_GO, 1);
+        return 0;
+    }
+    return tr_send_tag(ctx, k->remote, T_HELLO);
+}
+
+static int linker_handle(tr_ctx *ctx, void *st, tr_msg *m) {
+    linker *k = st;
+    switch (tr_msg_tag(m)) {
+    case T_ANS:
+        tu_report(ctx, k->report, T_GO, 0);
+        return 0;
+    case T_BYE:
+        tu_report(ctx, k->report, T_BYE, tr_msg_u64(m));
+        return 0;
+    case TR_TAG_EXIT: {
+        tr_exit x;
+        if (tr_msg_exit(m, &x) != 0)
+            return TR_EPROTO;
+        tu_report(ctx, k->report, T_EXIT_SEEN, (uint64_t)(int64_t)x.reason);
+        return 0;
+    }
+    default:
+        return TR_UNHANDLED;
+    }
+}
+
+static const tr_behavior linker_beh = {.name = "linker",
+                                       .handle = linker_handle,
+                                       .on_start = linker_start,
+                                       .state_size = sizeof(linker)};
+
+static void test_links_across_processes(void **state) {
+    tu_env *e = *state;
+    pool_env(e);
+    tr_ref r1, r2, k1, k2, relay;
+    TU_ASSERT_OK(tr_runtime_spawn_remote(e->rt, "partner", NULL, 0, &r1));
+    TU_ASSERT_OK(tr_runtime_spawn_remote(e->rt, "partner", NULL, 0, &r2));
+    linker l1 = {.remote = r1, .report = e->inbox_ref, .trap = true};
+    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &linker_beh, &l1, sizeof l1, &k1));
+    tu_env_start(e);
+    assert_int_equal(tu_recv_u64(e, T_GO, 10000), 0);
+    /* 1. The remote actor fails: its on_stop says BYE (TR_EPROTO), and
+     * the trapping linked actor gets EXIT with that reason. */
+    TU_ASSERT_OK(tr_runtime_send_u64(e->rt, r1, T_QUIT, 0));
+    uint64_t got[2] = {0, 0}; /* BYE, EXIT: in either order */
+    for (int i = 0; i < 2; i++) {
+        tr_msg *m = tu_recv(e, 10000);
+        uint32_t tag = tr_msg_tag(m);
+        assert_true(tag == T_BYE || tag == T_EXIT_SEEN);
+        got[tag == T_EXIT_SEEN] = tr_msg_u64(m);
+        tr_msg_destroy(&m);
+    }
+    assert_int_equal((int64_t)got[0], TR_EPROTO);
+    assert_int_equal((int64_t)got[1], TR_EPROTO);
+    assert_true(tr_actor_alive(e->rt, k1)); /* it traps: lives on */
+    /* 2. A non-trapping local actor linked to r2 is cancelled: the link
+     * ends r2's proxy, which stops r2 over there (its BYE goes to the
+     * actor that said HELLO: a relay that traps, linked to nothing). */
+    linker rl = {.remote = r2, .report = e->inbox_ref, .trap = true};
+    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &linker_beh, &rl, sizeof rl, &relay));
+    assert_int_equal(tu_recv_u64(e, T_GO, 10000), 0);
+    linker l2 = {
+        .remote = r2, .report = e->inbox_ref, .trap = false, .quiet = true};
+    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &linker_beh, &l2, sizeof l2, &k2));
+    assert_int_equal(tu_recv_u64(e, T_GO, 10000), 1);
+    TU_ASSERT_OK(tr_cancel(e->rt, k2, TR_EXIT_CANCELLED, -1));
+    uint64_t bye = 0, ex = 0;
+    for (int i = 0; i < 2; i++) {
+        tr_msg *m = tu_recv(e, 10000);
+        if (tr_msg_tag(m) == T_BYE)
+            bye = tr_msg_u64(m);
+        else if (tr_msg_tag(m) == T_EXIT_SEEN)
+            ex = tr_msg_u64(m);
+        else
+            fail_msg("unexpected tag %u", tr_msg_tag(m));
+        tr_msg_destroy(&m);
+    }
+    /* The remote actor stopped (not normally), with the reason its proxy
+     * ended with, which the relay saw as the link's EXIT. */
+    assert_true(bye != 0 && bye == ex);
+    TU_ASSERT_EVENTUALLY(!tr_actor_alive(e->rt, r2), 10000);
+    assert_true(tr_actor_alive(e->rt, relay));
+    tu_env_finish(e);
+}
+
 /* Cancellation travels with a request across processes: a request that
  * times out while it waits behind slow work in the worker is dropped there
  * (never handled: no late reply comes back). */
@@ -672,6 +806,7 @@ int main(int argc, char **argv) {
     tr_register("hang", &hang_beh);
     tr_register("slow", &slow_beh);
     tr_register("longjob", &longjob_beh);
+    tr_register("partner", &partner_beh);
     tr_register_flags("square-idem", &square_beh, TR_REG_IDEMPOTENT);
     tr_worker_main(argc, argv); /* does not return in a worker */
     if (getenv("TEST_REMOTE_CHILD") != NULL)
@@ -683,6 +818,7 @@ int main(int argc, char **argv) {
         TU_TEST(test_supervisor_restarts_remote_child),
         TU_TEST(test_idempotent_requests_retried),
         TU_TEST(test_slow_worker_throttles_its_sender),
+        TU_TEST(test_links_across_processes),
         TU_TEST(test_queued_request_dropped_when_requester_ends),
         TU_TEST(test_running_request_sees_requester_end),
         TU_TEST(test_request_cancelled_in_worker),
