@@ -1108,6 +1108,7 @@ static int link_start(tr_ctx *ctx, void *state) {
     } else if (l->mode == TR__LINK_WORKER) {
         tr__peer *p = &l->peers[0];
         p->connected = true;
+        p->last_rx_ms = tr_now_ms();
         tr__link_send_hello(ctx, l, p);
     } else if (l->zap != NULL) {
         rc = tr_watch(l->rt, l->zapfd, TR_READABLE, l->self, TR__LT_ZMQ,
@@ -1115,9 +1116,10 @@ static int link_start(tr_ctx *ctx, void *state) {
     }
     /* Heartbeats and loss detection (pool: also a poll for dead workers:
      * pidfd is faster, but not everywhere: valgrind, old kernels). */
-    if (rc == 0 && l->mode != TR__LINK_WORKER) {
-        int64_t period =
-            l->mode == TR__LINK_NODE ? l->loss_timeout_ms / 5 : 100;
+    if (rc == 0 && (l->mode != TR__LINK_WORKER || l->hang_timeout_ms > 0)) {
+        int64_t period = l->mode == TR__LINK_NODE     ? l->loss_timeout_ms / 5
+                         : l->mode == TR__LINK_WORKER ? 250
+                                                      : 100;
         rc = tr_send_every(l->rt, l->self, period > 0 ? period : 1,
                            TR__LT_TICK, &l->tick);
     }
@@ -1145,8 +1147,20 @@ static int link_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     case TR__LT_TICK:
         if (l->mode == TR__LINK_POOL)
             tr__link_pool_tick(ctx, l);
-        else
+        else if (l->mode == TR__LINK_NODE)
             tr__node_tick(ctx, l);
+        else if (!l->stopping &&
+                 tr_now_ms() - l->peers[0].last_rx_ms > l->hang_timeout_ms) {
+            /* The main process pings every 100 ms: silent this long, it
+             * is hung (or gone without our noticing): stop. */
+            tr__log(TR_LOG_WARN,
+                    "worker %u: no heartbeat from the main process for "
+                    "%lld ms: exiting",
+                    l->index,
+                    (long long)(tr_now_ms() - l->peers[0].last_rx_ms));
+            l->stopping = true;
+            (void)tr_runtime_shutdown(l->rt);
+        }
         break;
     case TR__LT_CREDIT:
         grant_all(ctx, l);

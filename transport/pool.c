@@ -249,6 +249,7 @@ TR_API int tr_worker_main(int argc, char **argv) {
     const char *thr = getenv("TROUPE_WORKER_THREADS");
     const char *par = getenv("TROUPE_WORKER_PARENT");
     const char *win = getenv("TROUPE_WORKER_WINDOW");
+    const char *hang = getenv("TROUPE_WORKER_HANG_MS");
     /* A worker never outlives the main process: a thread watches the
      * parent (PR_SET_PDEATHSIG would follow the forking thread, not the
      * process) and ends this one within 50 ms of its death. */
@@ -277,6 +278,8 @@ TR_API int tr_worker_main(int argc, char **argv) {
      * grant it (it sends no HELLO). */
     l->grant = win != NULL ? (uint32_t)strtoul(win, NULL, 10) : 0;
     l->peers[0].window = l->grant;
+    /* Heartbeat loss: the main side's hang timeout works both ways. */
+    l->hang_timeout_ms = hang != NULL ? strtoll(hang, NULL, 10) : -1;
     snprintf(l->endpoint, sizeof l->endpoint, "%s", ep);
     /* Here the link is an ordinary (counted) top-level actor: the worker
      * runs as long as it does, and BYE's orderly shutdown stops it last

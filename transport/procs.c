@@ -39,17 +39,20 @@ int tr__link_start_worker(tr__link *l, unsigned i) {
      * and exec it only makes system calls (async-signal-safe), as a child
      * of a multi-threaded process must. */
     char *argv[] = {exe, NULL};
-    char env_ep[200], env_idx[64], env_thr[64], env_par[64], env_win[64];
+    char env_ep[200], env_idx[64], env_thr[64], env_par[64], env_win[64],
+        env_hang[64];
     snprintf(env_ep, sizeof env_ep, "TROUPE_WORKER=%s", l->endpoint);
     snprintf(env_idx, sizeof env_idx, "TROUPE_WORKER_INDEX=%s", idx);
     snprintf(env_thr, sizeof env_thr, "TROUPE_WORKER_THREADS=%s", threads);
     snprintf(env_par, sizeof env_par, "TROUPE_WORKER_PARENT=%s", parent);
     snprintf(env_win, sizeof env_win, "TROUPE_WORKER_WINDOW=%u", l->grant);
+    snprintf(env_hang, sizeof env_hang, "TROUPE_WORKER_HANG_MS=%lld",
+             (long long)l->hang_timeout_ms);
     extern char **environ;
     size_t ne = 0;
     while (environ[ne] != NULL)
         ne++;
-    char **envp = calloc(ne + 6, sizeof *envp);
+    char **envp = calloc(ne + 7, sizeof *envp);
     if (envp == NULL)
         return TR_ENOMEM;
     size_t k = 0;
@@ -61,6 +64,7 @@ int tr__link_start_worker(tr__link *l, unsigned i) {
     envp[k++] = env_thr;
     envp[k++] = env_par;
     envp[k++] = env_win;
+    envp[k++] = env_hang;
     pid_t parent_pid = getpid();
     pid_t pid = fork();
     if (pid == 0) {

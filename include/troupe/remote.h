@@ -91,7 +91,9 @@ typedef struct tr_pool_config {
      * that answers nothing for this long is declared hung and killed (then
      * handled like any dead worker). 0 = 10000; -1 = never. A worker
      * answers from its link actor, so a handler that keeps all of a
-     * worker's scheduler threads busy for that long looks hung. */
+     * worker's scheduler threads busy for that long looks hung. It works
+     * both ways: a worker that hears nothing from the main process for
+     * this long (the main process is stopped or hung) exits. */
     int64_t hang_timeout_ms;
     /* Backpressure across the boundary (credit, docs/protocol.md): at
      * most this many one-way messages and requests are in flight to one

@@ -734,8 +734,10 @@ static void test_hung_worker_is_killed(void **state) {
  * the test. Prints its workers' pids, then waits. */
 static int child_main(void) {
     tr_runtime *rt;
-    if (tr_runtime_create(&rt, NULL) != 0 ||
-        tr_pool_start(rt, &(tr_pool_config){.processes = 2}) != 0)
+    const char *hang = getenv("TEST_REMOTE_HANG_MS");
+    tr_pool_config pc = {.processes = 2,
+                         .hang_timeout_ms = hang ? atoll(hang) : 0};
+    if (tr_runtime_create(&rt, NULL) != 0 || tr_pool_start(rt, &pc) != 0)
         return 1;
     tr_ref r;
     if (tr_runtime_spawn_remote(rt, "square", NULL, 0, &r) != 0)
@@ -791,13 +793,59 @@ static void test_main_killed_workers_exit(void **state) {
     waitpid(c.pid, &status, 0);
     g_child = -1;
     close(c.out);
-    /* PR_SET_PDEATHSIG: both workers go at once (no zombie: init reaps
-     * them). */
+    /* Each worker's parent-watch thread sees it: both go within ~50 ms
+     * (no zombie: init reaps them). */
     int64_t end = tu_now_ms() + 5000;
     while ((kill(w0, 0) == 0 || kill(w1, 0) == 0) && tu_now_ms() < end)
         usleep(10000);
     assert_int_not_equal(kill(w0, 0), 0);
     assert_int_not_equal(kill(w1, 0), 0);
+    w0 = w1 = 0;
+}
+
+/* A worker that runs but is not alive in the zombie sense either. */
+static bool running(pid_t pid) {
+    char path[64], st[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    size_t n = fread(st, 1, sizeof st - 1, f);
+    fclose(f);
+    st[n] = 0;
+    const char *p = strrchr(st, ')'); /* "pid (comm) S ..." */
+    return p != NULL && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+/* The main process stops answering (SIGSTOP: its sockets stay open, its
+ * pid stays): the workers notice the heartbeats are gone and exit. */
+static void test_main_hung_workers_exit(void **state) {
+    (void)state;
+    child c;
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    assert_true(n > 0);
+    self[n] = 0;
+    setenv("TEST_REMOTE_CHILD", "1", 1);
+    setenv("TEST_REMOTE_HANG_MS", "1000", 1);
+    char *const argv[] = {self, NULL};
+    child_start(&c, argv);
+    g_child = c.pid;
+    unsetenv("TEST_REMOTE_CHILD");
+    unsetenv("TEST_REMOTE_HANG_MS");
+    read_until_lines(&c, 1, 10000);
+    assert_int_equal(sscanf(c.buf, "pids %d %d", &w0, &w1), 2);
+    assert_true(running(w0) && running(w1));
+    assert_int_equal(kill(c.pid, SIGSTOP), 0);
+    int64_t end = tu_now_ms() + 10000;
+    while ((running(w0) || running(w1)) && tu_now_ms() < end)
+        usleep(20000);
+    assert_false(running(w0));
+    assert_false(running(w1));
+    kill(c.pid, SIGKILL);
+    waitpid(c.pid, NULL, 0);
+    g_child = -1;
+    close(c.out);
     w0 = w1 = 0;
 }
 
@@ -823,6 +871,8 @@ int main(int argc, char **argv) {
         TU_TEST(test_running_request_sees_requester_end),
         TU_TEST(test_request_cancelled_in_worker),
         cmocka_unit_test_teardown(test_main_killed_workers_exit,
+                                  kill_leftovers),
+        cmocka_unit_test_teardown(test_main_hung_workers_exit,
                                   kill_leftovers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
