@@ -202,6 +202,8 @@ typedef struct dispatcher {
     uint32_t npids; /* TAG_PID answers received */
     tr_ref actors[POOL_MAX_ACTORS];
     uint64_t pids[POOL_MAX_ACTORS];
+    uint32_t inflight[POOL_MAX_ACTORS]; /* task messages out per actor */
+    bool taper; /* shrink the window towards the end (see refill) */
 } dispatcher;
 
 /* Tasks in the next message: `batch`, or with batch = 0 ("guided", as
@@ -237,6 +239,28 @@ static int send_tasks(tr_ctx *ctx, dispatcher *d, uint32_t i) {
     if (rc < 0) {
         tr_msg_destroy(&m);
         return bench_actor_fail(rc, "dispatcher: send tasks");
+    }
+    d->inflight[i]++;
+    return 0;
+}
+
+/* After actor i's results: tops its messages in flight up to the window.
+ * Tapered (heavy, one task per message): to at most the tasks left /
+ * (2 x actors), at least 1, so that when the last task is handed out each
+ * process has only a task or two queued and both finish together, instead
+ * of one idling while the other works off a full window. */
+static int refill(tr_ctx *ctx, dispatcher *d, uint32_t i) {
+    uint32_t target = d->window;
+    if (d->taper) {
+        uint64_t left = d->t - d->next;
+        uint64_t fair = (left + 2 * d->nactors - 1) / (2 * d->nactors);
+        if (fair < target)
+            target = fair > 0 ? (uint32_t)fair : 1;
+    }
+    while (d->inflight[i] < target && d->next < d->t) {
+        int rc = send_tasks(ctx, d, i);
+        if (rc < 0)
+            return rc;
     }
     return 0;
 }
@@ -347,8 +371,10 @@ static int dispatcher_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
         return maybe_finish(ctx, d);
     case TAG_DONE: {
         int rc = take_results(d, msg);
+        if (d->inflight[i] > 0)
+            d->inflight[i]--;
         if (rc == 0)
-            rc = send_tasks(ctx, d, (uint32_t)i);
+            rc = refill(ctx, d, (uint32_t)i);
         return rc < 0 ? rc : maybe_finish(ctx, d);
     }
     default:
@@ -404,6 +430,7 @@ void bench_pool(bench_env *env, enum bench_pool_kind kind, uint64_t t) {
         .nactors = POOL_PROCESSES * per_process,
         .window = bench_env_unsigned("TROUPE_POOL_WINDOW", heavy ? 16 : 2),
         .batch = bench_env_unsigned("TROUPE_POOL_BATCH", heavy ? 1 : 1000),
+        .taper = bench_env_unsigned("TROUPE_POOL_TAPER", heavy ? 1 : 0) != 0,
         .t = t,
     };
     if (per_process == 0 || init.nactors > POOL_MAX_ACTORS ||
