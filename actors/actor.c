@@ -433,54 +433,51 @@ static void start_incarnation(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
 }
 
 #define RAW_MAX 4
-static const tr_behavior *_Atomic raw_replies[RAW_MAX];
+/* Small sets of behaviours with a property, registered once at start-up
+ * (a relaxed CAS is enough: readers only compare pointers). */
+typedef const tr_behavior *_Atomic beh_set[RAW_MAX];
 
-static bool raw_replies_of(const tr_behavior *beh);
-
-void tr__behavior_mark_raw_replies(const tr_behavior *beh) {
+static void beh_set_add(beh_set set, const tr_behavior *beh) {
     for (int i = 0; i < RAW_MAX; i++) {
         const tr_behavior *none = NULL;
-        /* Registered once at start-up; relaxed CAS is enough (readers only
-         * compare pointers). */
-        if (atomic_compare_exchange_strong_explicit(&raw_replies[i], &none, beh,
+        if (atomic_compare_exchange_strong_explicit(&set[i], &none, beh,
                                                     memory_order_relaxed,
                                                     memory_order_relaxed) ||
             none == beh)
             return;
     }
+}
+
+static bool beh_set_has(beh_set set, const tr_behavior *beh) {
+    for (int i = 0; i < RAW_MAX; i++)
+        if (atomic_load_explicit(&set[i], memory_order_relaxed) == beh)
+            return true;
+    return false;
+}
+
+/* Behaviours that get replies and timeouts unfiltered (the proxy). */
+static beh_set raw_replies;
+/* Behaviours whose actors mute their senders while they are behind (a
+ * full batch handled and more waiting), after Pony: the transport's proxy
+ * and link, so a producer cannot outrun the path to another process. */
+static beh_set pressure;
+
+void tr__behavior_mark_raw_replies(const tr_behavior *beh) {
+    beh_set_add(raw_replies, beh);
+}
+
+static bool raw_replies_of(const tr_behavior *beh) {
+    return beh_set_has(raw_replies, beh);
 }
 
 bool tr__behavior_raw(const tr_behavior *beh) { return raw_replies_of(beh); }
 
-/* Behaviours whose actors mute their senders while they are behind (a
- * full batch handled and more waiting), after Pony: the transport's proxy
- * and link, so a producer cannot outrun the path to another process. */
-static const tr_behavior *_Atomic pressure[RAW_MAX];
-
 void tr__behavior_mark_pressure(const tr_behavior *beh) {
-    for (int i = 0; i < RAW_MAX; i++) {
-        const tr_behavior *none = NULL;
-        /* Relaxed: as raw_replies above. */
-        if (atomic_compare_exchange_strong_explicit(&pressure[i], &none, beh,
-                                                    memory_order_relaxed,
-                                                    memory_order_relaxed) ||
-            none == beh)
-            return;
-    }
+    beh_set_add(pressure, beh);
 }
 
 static bool pressure_of(const tr_behavior *beh) {
-    for (int i = 0; i < RAW_MAX; i++)
-        if (atomic_load_explicit(&pressure[i], memory_order_relaxed) == beh)
-            return true;
-    return false;
-}
-
-static bool raw_replies_of(const tr_behavior *beh) {
-    for (int i = 0; i < RAW_MAX; i++)
-        if (atomic_load_explicit(&raw_replies[i], memory_order_relaxed) == beh)
-            return true;
-    return false;
+    return beh_set_has(pressure, beh);
 }
 
 /* Kills a if tr_kill marked it (the kill jumps the queue). Returns true

@@ -178,8 +178,11 @@ int tr__remote_args_check(const char *name, const void *init,
     return 0;
 }
 
+/* Spawns `name` in the least loaded worker process (ctx NULL: from
+ * outside). */
 static int spawn_remote(tr_runtime *rt, tr_ctx *ctx, const char *name,
-                        const void *init, size_t init_len, tr_ref *out) {
+                        const void *init, size_t init_len,
+                        uint32_t started_tag, tr_ref *out) {
     tr__link *l = rt->pool;
     if (l == NULL)
         return TR_ESTATE;
@@ -187,7 +190,7 @@ static int spawn_remote(tr_runtime *rt, tr_ctx *ctx, const char *name,
     if (rc != 0)
         return rc;
     return tr__remote_spawn(rt, ctx, l, pick_worker(l), "behavior", name, init,
-                            init_len, 0, out);
+                            init_len, started_tag, out);
 }
 
 int tr__node_spawn_placed(tr_ctx *ctx, const char *node, const char *name,
@@ -200,22 +203,16 @@ int tr__spawn_placed(tr_ctx *ctx, const char *node, const char *name,
     if (node != NULL)
         return tr__node_spawn_placed(ctx, node, name, init, init_len,
                                      started_tag, out);
-    tr_runtime *rt = tr_ctx_runtime(ctx);
-    tr__link *l = rt->pool;
-    if (l == NULL)
-        return TR_ESTATE;
-    int rc = tr__remote_args_check(name, init, init_len);
-    if (rc != 0)
-        return rc;
-    return tr__remote_spawn(rt, ctx, l, pick_worker(l), "behavior", name, init,
-                            init_len, started_tag, out);
+    return spawn_remote(tr_ctx_runtime(ctx), ctx, name, init, init_len,
+                        started_tag, out);
 }
 
 TR_API int tr_spawn_remote(tr_ctx *ctx, const char *name, const void *init,
                            size_t init_len, tr_ref *out) {
     if (ctx == NULL)
         return TR_EINVAL;
-    return spawn_remote(tr_ctx_runtime(ctx), ctx, name, init, init_len, out);
+    return spawn_remote(tr_ctx_runtime(ctx), ctx, name, init, init_len, 0,
+                        out);
 }
 
 TR_API int tr_runtime_spawn_remote(tr_runtime *rt, const char *name,
@@ -223,7 +220,7 @@ TR_API int tr_runtime_spawn_remote(tr_runtime *rt, const char *name,
                                    tr_ref *out) {
     if (rt == NULL)
         return TR_EINVAL;
-    return spawn_remote(rt, NULL, name, init, init_len, out);
+    return spawn_remote(rt, NULL, name, init, init_len, 0, out);
 }
 
 /* ---- worker mode ---- */
