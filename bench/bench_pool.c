@@ -203,6 +203,8 @@ typedef struct dispatcher {
     tr_ref actors[POOL_MAX_ACTORS];
     uint64_t pids[POOL_MAX_ACTORS];
     uint32_t inflight[POOL_MAX_ACTORS]; /* task messages out per actor */
+    double started, first_pid, last_pid, first_result; /* for the stats */
+    double last_at[POOL_MAX_ACTORS];
     bool taper; /* shrink the window towards the end (see refill) */
 } dispatcher;
 
@@ -267,6 +269,7 @@ static int refill(tr_ctx *ctx, dispatcher *d, uint32_t i) {
 
 static int dispatcher_start(tr_ctx *ctx, void *state) {
     dispatcher *d = state;
+    d->started = bench_now();
     d->seen = calloc(d->t / 8 + 1, 1);
     d->buf = calloc(d->batch > 0 ? d->batch : POOL_GUIDED_MAX, sizeof *d->buf);
     if (d->seen == NULL || d->buf == NULL)
@@ -353,6 +356,15 @@ static int maybe_finish(tr_ctx *ctx, dispatcher *d) {
     if (rc < 0)
         return rc;
     d->done = true;
+    if (getenv("TROUPE_BENCH_STATS") != NULL)
+        fprintf(stderr,
+                "procpool dispatcher (s after its start): first actor up "
+                "%.6f, last %.6f, first result %.6f, all results %.6f\n",
+                d->first_pid - d->started, d->last_pid - d->started,
+                d->first_result - d->started, bench_now() - d->started);
+    if (getenv("TROUPE_BENCH_STATS") != NULL)
+        for (uint32_t a = 0; a < d->nactors; a++)
+            fprintf(stderr, "actor %u (pid %llu) last result at %.6f\n", a, (unsigned long long)d->pids[a], d->last_at[a] - d->started);
     rc = tr_send_u64(ctx, d->main, TAG_RESULT, d->sum);
     return rc < 0 ? bench_actor_fail(rc, "dispatcher: send result") : 0;
 }
@@ -367,9 +379,14 @@ static int dispatcher_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
         if (d->pids[i] != 0)
             return bench_unexpected("dispatcher (second pid)", msg);
         d->pids[i] = tr_msg_u64(msg);
-        d->npids++;
+        if (d->npids++ == 0)
+            d->first_pid = bench_now();
+        d->last_pid = bench_now();
         return maybe_finish(ctx, d);
     case TAG_DONE: {
+        if (d->got == 0)
+            d->first_result = bench_now();
+        d->last_at[i] = bench_now();
         int rc = take_results(d, msg);
         if (d->inflight[i] > 0)
             d->inflight[i]--;

@@ -158,7 +158,12 @@ static void *reactor_main(void *arg) {
             if (d > (int64_t)1 << 40)
                 timeout_ms = 1 << 20;
         }
-        bool monitor = r->sched != NULL && tr__sched_monitor_wanted(r->sched);
+        /* The monitor wakes a thief for a unit stuck behind a long turn
+         * (nobody to wake with one worker) and runs the debug hook: with
+         * neither, no 1 ms wakeups while a lone worker computes. */
+        bool monitor = r->sched != NULL &&
+                       (r->sched->n > 1 || r->monitor_hook != NULL) &&
+                       tr__sched_monitor_wanted(r->sched);
         if (monitor && (timeout_ms < 0 || timeout_ms > 1))
             timeout_ms = 1;
         int n = epoll_wait(r->epfd, evs, MAX_EVENTS, timeout_ms);
