@@ -218,8 +218,16 @@ static int spawn_locked(tr_runtime *rt, tr_ctx *ctx, const tr_behavior *beh,
      * state the previous incarnation left (it acquires live_gen). */
     /* System actors are never muted: a sender muted on one cannot be part
      * of a cycle of muted actors (mute.c). Set before the release below. */
-    atomic_store_explicit(tr__mflags_of(a), system ? TR__MF_SYSTEM : 0,
-                          memory_order_relaxed);
+    uint8_t mf = system ? TR__MF_SYSTEM : 0;
+    const struct tr_mailbox_limit *lim = tr__bound_pending();
+    if (lim != NULL && !system && inbox == NULL) {
+        if (tr__bound_install(a, lim) == 0)
+            mf |= TR__MF_BOUNDED;
+        else
+            tr__log(TR_LOG_ERROR, "spawn: out of memory for a bounded "
+                                  "mailbox: spawned unbounded");
+    }
+    atomic_store_explicit(tr__mflags_of(a), mf, memory_order_relaxed);
     atomic_store_explicit(&a->live_gen, gen, memory_order_release);
     tr_ref ref = tr__make_ref(idx, gen);
     if (out != NULL)
@@ -525,6 +533,10 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
         debug_mailbox(ctx, a);
     ctx->turn_sends = 0;
     unsigned n = 0;
+    /* Bounded mailbox (bounded.c): ordinary messages taken this turn. */
+    bool bounded = atomic_load_explicit(tr__mflags_of(a), memory_order_relaxed) &
+                   TR__MF_BOUNDED;
+    uint32_t n_ord = 0;
     while (n < batch) {
         /* Acquire: pairs with the producer's release link (mailbox.h). */
         tr__node *node =
@@ -553,6 +565,9 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
         n++;
         tr_msg *m = (tr_msg *)node;
         bool deliver = false, recheck = false;
+        bool ordinary =
+            bounded && m->target_gen == gen && gen != 0 && tr__bound_counts(m);
+        n_ord += ordinary;
         if (m->flags & TR__F_START) {
             start_incarnation(ctx, a, m);
             recheck = true;
@@ -582,6 +597,8 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
         } else if ((m->flags & TR__F_REQUEST) &&
                    tr__req_cancel_check(rt, m->sender.id, m->req_id)) {
             drop_dead_letter(ctx, a, m); /* its requester gave up */
+        } else if (ordinary && tr__bound_drop_oldest(a)) {
+            tr__msg_release_payload(m); /* drop-oldest: counted there */
         } else {
             deliver = true;
         }
@@ -630,6 +647,8 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
     ctx->cur = NULL;
     if (rt->track_depth && n > 0)
         atomic_fetch_sub_explicit(tr__depth_of(a), n, memory_order_relaxed);
+    if (bounded)
+        tr__bound_turn_end(rt, ctx, a, n_ord, gen);
     /* Behind (a full batch and more waiting): senders are muted until
      * it catches up (pressure behaviours only). */
     _Atomic uint8_t *mf = tr__mflags_of(a);

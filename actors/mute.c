@@ -26,7 +26,10 @@
  * MUTED and wakes; if it comes first, the parker's RMW reads its value
  * and acquires it, so the sender's push (before its RMW) is visible to
  * the scan. (No fences: gcc's TSan does not model them.) Whoever clears
- * MUTED (an atomic fetch_and) schedules the actor: exactly once.
+ * MUTED (an atomic fetch_and) schedules the actor: exactly once — except
+ * while PARKING (the parker's thread has not finished its scan): then the
+ * parker sees MUTED gone and runs on itself, so no other thread can run
+ * the actor while its own thread still reads its mailbox.
  *
  * The table of who is muted on whom is small (one row per overloaded
  * target with parked senders) and under one lock: muting is the slow
@@ -77,11 +80,15 @@ void tr__mute_wake(tr_runtime *rt, tr_ctx *ctx, tr__actor *a) {
     uint32_t gen = atomic_load_explicit(&a->live_gen, memory_order_acquire) &
                    ~TR__GEN_KILL;
     uint64_t id = tr__make_ref(tr__slot_index(a), gen).id;
-    /* Into the shared queue, not the waker's next slot: the waker (often
-     * the link) may run long, and the woken actor is what its producers
-     * wait on. */
-    (void)ctx;
-    tr__sched_push(&rt->sched, NULL, a);
+    /* PARKING: its own thread is still in tr__mute_park and will see
+     * MUTED gone and run on: nobody else may schedule it. Otherwise into
+     * the shared queue, not the waker's next slot: the waker (often the
+     * link) may run long, and the woken actor is what its producers wait
+     * on. */
+    if (!(old & TR__MF_PARKING)) {
+        (void)ctx;
+        tr__sched_push(&rt->sched, NULL, a);
+    }
     /* Those muted on it go on too, unless it is still overloaded (then
      * its relief does it): of the threads clearing its bits, the one that
      * leaves none releases (tr__overload_clear). */
@@ -189,15 +196,25 @@ bool tr__mute_park(tr_ctx *ctx, tr__actor *a, uint64_t target_id) {
         return false; /* out of memory: not muted, no harm */
     }
     row->senders[row->n++] = self;
-    atomic_fetch_or_explicit(tr__mflags_of(a), TR__MF_MUTED,
+    /* MUTED with PARKING: a waker from now on clears MUTED but leaves the
+     * scheduling to this thread, which still reads a's mailbox below. */
+    atomic_fetch_or_explicit(tr__mflags_of(a), TR__MF_MUTED | TR__MF_PARKING,
                              memory_order_seq_cst);
     pthread_mutex_unlock(&rt->mute_lock);
     /* The handshake with system senders (design notes). */
-    if (sys_queued(a) &&
-        (atomic_fetch_and_explicit(tr__mflags_of(a), (uint8_t)~TR__MF_MUTED,
-                                   memory_order_seq_cst) &
-         TR__MF_MUTED))
+    if (sys_queued(a)) {
+        atomic_fetch_and_explicit(tr__mflags_of(a),
+                                  (uint8_t)~(TR__MF_MUTED | TR__MF_PARKING),
+                                  memory_order_seq_cst);
         return false; /* a system message waits: run on */
+    }
+    /* Parked from here on, unless woken meanwhile (MUTED gone): then it
+     * runs on, on this thread. Nothing of a is touched after this. */
+    if (!(atomic_fetch_and_explicit(tr__mflags_of(a),
+                                    (uint8_t)~TR__MF_PARKING,
+                                    memory_order_seq_cst) &
+          TR__MF_MUTED))
+        return false;
     atomic_store_explicit(&ctx->st.muted,
                           atomic_load_explicit(&ctx->st.muted,
                                                memory_order_relaxed) +

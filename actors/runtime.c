@@ -232,6 +232,7 @@ TR_API void tr_runtime_destroy(tr_runtime **prt) {
         if (chunk == NULL)
             break;
         free((void *)((tr__chunk_head *)chunk)->depth);
+        tr__bounds_free((tr__chunk_head *)chunk);
         free(chunk);
     }
     pthread_mutex_destroy(&rt->slots_lock);

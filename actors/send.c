@@ -94,6 +94,16 @@ static int send_locked(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m) {
                             m->tag, (unsigned long long)to.id);
         return TR_ENOACTOR;
     }
+    if (atomic_load_explicit(tr__mflags_of(a), memory_order_relaxed) &
+        TR__MF_BOUNDED) {
+        int rc = tr__bound_admit(rt, ctx, a, m);
+        if (rc == 1)
+            return 0; /* dropped by its policy (counted): a success */
+        if (rc < 0) {
+            tr__count_refused(rt, ctx);
+            return rc;
+        }
+    }
     tr__enqueue(rt, ctx, a, m, gen);
     /* Overloaded, or muted itself (Pony: pressure travels back along a
      * chain of actors). Relaxed: a stale "no" only mutes one turn later. */

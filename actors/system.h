@@ -47,6 +47,9 @@ typedef struct tr__chunk_head {
      * The same allocation holds mflags (TR__MF_*) per slot after it. */
     _Atomic uint32_t *depth;
     _Atomic uint8_t *mflags;
+    /* Bounded mailboxes of this chunk's slots (bounded.c), allocated on
+     * the first bounded spawn in the chunk. */
+    struct tr__bound *_Atomic bounds;
 } tr__chunk_head;
 
 #define TR__TURN_SEND_BUDGET 1024u
@@ -57,7 +60,10 @@ typedef struct tr__chunk_head {
 #define TR__MF_MUTED 2u  /* parked: not scheduled until woken */
 #define TR__MF_BEHIND 4u /* its own: a full batch and more waiting */
 #define TR__MF_SYSTEM 8u /* a system actor (never muted) */
-#define TR__MF_OVERLOADED (TR__MF_HELD | TR__MF_BEHIND)
+#define TR__MF_BOUNDED 16u /* its mailbox has a limit (bounded.c) */
+#define TR__MF_FULL 32u    /* bounded, backpressure policy, at its limit */
+#define TR__MF_PARKING 64u /* MUTED, but its own thread still finishing */
+#define TR__MF_OVERLOADED (TR__MF_HELD | TR__MF_BEHIND | TR__MF_FULL)
 
 _Static_assert(sizeof(tr__actor) == 64, "an actor slot is one cache line");
 
@@ -321,6 +327,28 @@ static inline _Atomic uint8_t *tr__mflags_of(const tr__actor *a) {
 }
 
 typedef struct tr__mutes tr__mutes;
+
+/* Bounded mailboxes (bounded.c). Ordinary messages count; system
+ * messages, replies, timeouts and START never do (the system lane). */
+static inline bool tr__bound_counts(const tr_msg *m) {
+    return !(m->flags & (TR__F_SYS | TR__F_REPLY | TR__F_START |
+                         TR__F_TIMEOUT));
+}
+/* Send side, for a bounded target: 0 = enqueue m; 1 = m was dropped (and
+ * freed: the send succeeded); TR_EAGAIN = refused (m still the
+ * caller's). */
+int tr__bound_admit(tr_runtime *rt, tr_ctx *ctx, tr__actor *a, tr_msg *m);
+/* Receive side: drop this ordinary message instead of handling it (the
+ * drop-oldest policy owes drops)? */
+bool tr__bound_drop_oldest(tr__actor *a);
+/* End of a's turn: n ordinary messages left its mailbox. */
+void tr__bound_turn_end(tr_runtime *rt, tr_ctx *ctx, tr__actor *a,
+                        uint32_t n, uint32_t gen);
+/* At spawn (spawn_locked): the limit the spawning thread asked for, or
+ * NULL; and installing it in slot a. */
+const struct tr_mailbox_limit *tr__bound_pending(void);
+int tr__bound_install(tr__actor *a, const struct tr_mailbox_limit *lim);
+void tr__bounds_free(tr__chunk_head *h);
 /* Marks target overloaded (on) or relieves it, waking the actors muted on
  * it. Any thread. */
 int tr__overload_set(tr_runtime *rt, tr_ctx *ctx, tr_ref target, bool on);

@@ -17,6 +17,7 @@
 #include "reactor.h"
 #include "remote.h"
 #include "node.h"
+#include "bounded.h"
 #include "runtime.h"
 #include "scope.h"
 #include "supervisor.h"
