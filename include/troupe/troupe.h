@@ -18,6 +18,7 @@
 #include "remote.h"
 #include "node.h"
 #include "bounded.h"
+#include "limiter.h"
 #include "runtime.h"
 #include "scope.h"
 #include "supervisor.h"
