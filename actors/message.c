@@ -23,6 +23,19 @@ tr_msg *tr__msg_alloc(uint32_t tag, tr_payload_kind kind) {
     return m;
 }
 
+tr_msg *tr__msg_move(tr_msg *m) {
+    tr_msg *p = tr__msg_alloc(m->tag, (tr_payload_kind)m->kind);
+    if (p == NULL)
+        return NULL;
+    p->flags = m->flags & TR__F_INLINE;
+    p->len = m->len;
+    p->sender = m->sender;
+    memcpy(&p->u, &m->u, sizeof p->u);
+    m->kind = TR_PAYLOAD_NONE; /* m keeps nothing to release */
+    m->len = 0;
+    return p;
+}
+
 TR_API tr_msg *tr_msg_new(uint32_t tag) {
     return tr__msg_alloc(tag, TR_PAYLOAD_NONE);
 }

@@ -69,4 +69,8 @@ void tr__msg_release_payload(tr_msg *m);
 /* Releases the payload and returns the block to the pool. */
 void tr__msg_free(tr_msg *m);
 
+/* A new message with m's tag, sender and payload, moved (not copied):
+ * m is left without a payload. NULL when out of memory. */
+tr_msg *tr__msg_move(tr_msg *m);
+
 #endif

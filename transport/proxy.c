@@ -126,17 +126,7 @@ void tr__fwd_free(void *p) {
 
 /* Moves m's payload into a fresh message (m keeps nothing to release). */
 static tr_msg *take_payload(tr_msg *m) {
-    if (m->kind == TR_PAYLOAD_NONE)
-        return NULL;
-    tr_msg *p = tr__msg_alloc(m->tag, (tr_payload_kind)m->kind);
-    if (p == NULL)
-        return NULL;
-    p->flags = m->flags & TR__F_INLINE;
-    p->len = m->len;
-    memcpy(&p->u, &m->u, sizeof p->u);
-    m->kind = TR_PAYLOAD_NONE;
-    m->len = 0;
-    return p;
+    return m->kind == TR_PAYLOAD_NONE ? NULL : tr__msg_move(m);
 }
 
 tr__fwd *tr__fwd_from_msg(tr_msg *m, uint32_t peer, uint64_t target) {

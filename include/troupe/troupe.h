@@ -19,6 +19,7 @@
 #include "node.h"
 #include "bounded.h"
 #include "limiter.h"
+#include "batch.h"
 #include "runtime.h"
 #include "scope.h"
 #include "supervisor.h"

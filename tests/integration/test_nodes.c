@@ -196,6 +196,20 @@ static void peer_start(peer *p, const char *name, const char *listen,
     memcpy(p->endpoint, p->buf + 9, n);
 }
 
+/* The state letter of a process (/proc/<pid>/stat), or 0. */
+static char proc_state(pid_t pid) {
+    char path[64], st[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(st, 1, sizeof st - 1, f);
+    fclose(f);
+    st[n] = 0;
+    const char *p = strrchr(st, ')'); /* "pid (comm) S ..." */
+    return p != NULL && p[1] == ' ' ? p[2] : 0;
+}
+
 static void peer_forget(peer *p) {
     for (unsigned i = 0; i < 4; i++)
         if (live_peers[i] == p)
@@ -616,6 +630,8 @@ static void test_node_loss_detected_and_recovered(void **state) {
                .value = 5,
                .timeout_ms = 30000};
     assert_int_equal(kill(b.pid, SIGSTOP), 0);
+    /* Stopped for sure (the signal is asynchronous) before asking. */
+    TU_ASSERT_EVENTUALLY(proc_state(b.pid) == 'T', 5000);
     int64_t t0 = tu_now_ms();
     TU_ASSERT_OK(tr_runtime_spawn(e->rt, &asker_beh, &a, sizeof a, NULL));
     uint64_t got[3];
