@@ -537,6 +537,7 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
     bool bounded = atomic_load_explicit(tr__mflags_of(a), memory_order_relaxed) &
                    TR__MF_BOUNDED;
     uint32_t n_ord = 0;
+    uint64_t bytes_ord = 0;
     while (n < batch) {
         /* Acquire: pairs with the producer's release link (mailbox.h). */
         tr__node *node =
@@ -568,6 +569,8 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
         bool ordinary =
             bounded && m->target_gen == gen && gen != 0 && tr__bound_counts(m);
         n_ord += ordinary;
+        if (ordinary)
+            bytes_ord += m->len;
         if (m->flags & TR__F_START) {
             start_incarnation(ctx, a, m);
             recheck = true;
@@ -648,7 +651,7 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
     if (rt->track_depth && n > 0)
         atomic_fetch_sub_explicit(tr__depth_of(a), n, memory_order_relaxed);
     if (bounded)
-        tr__bound_turn_end(rt, ctx, a, n_ord, gen);
+        tr__bound_turn_end(rt, ctx, a, n_ord, bytes_ord, gen);
     /* Behind (a full batch and more waiting): senders are muted until
      * it catches up (pressure behaviours only). */
     _Atomic uint8_t *mf = tr__mflags_of(a);

@@ -30,6 +30,8 @@ typedef struct tr__bound {
     _Atomic uint32_t drop; /* drop-oldest: drops owed */
     uint32_t max;
     uint32_t policy;
+    _Atomic uint64_t bytes; /* payload bytes of the counted messages */
+    uint64_t max_bytes;     /* 0: none */
     _Atomic uint64_t dropped, rejected, full;
 } tr__bound;
 
@@ -68,6 +70,8 @@ int tr__bound_install(tr__actor *a, const struct tr_mailbox_limit *lim) {
     atomic_store_explicit(&e->dropped, 0, memory_order_relaxed);
     atomic_store_explicit(&e->rejected, 0, memory_order_relaxed);
     atomic_store_explicit(&e->full, 0, memory_order_relaxed);
+    atomic_store_explicit(&e->bytes, 0, memory_order_relaxed);
+    e->max_bytes = lim->max_bytes;
     e->max = lim->max_msgs;
     e->policy = (uint32_t)lim->policy;
     return 0;
@@ -86,15 +90,23 @@ int tr__bound_admit(tr_runtime *rt, tr_ctx *ctx, tr__actor *a, tr_msg *m) {
         return 0;
     uint32_t d = atomic_fetch_add_explicit(&b->depth, 1,
                                            memory_order_relaxed) + 1;
-    if (d <= b->max)
+    uint64_t len = m->len;
+    uint64_t by = atomic_fetch_add_explicit(&b->bytes, len,
+                                            memory_order_relaxed) + len;
+    /* Over the byte limit only if others are queued: one big message
+     * alone always fits. */
+    bool over_bytes = b->max_bytes > 0 && by > b->max_bytes && d > 1;
+    if (d <= b->max && !over_bytes)
         return 0;
     switch ((tr_overflow)b->policy) {
     case TR_OVERFLOW_REJECT:
         atomic_fetch_sub_explicit(&b->depth, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&b->bytes, len, memory_order_relaxed);
         atomic_fetch_add_explicit(&b->rejected, 1, memory_order_relaxed);
         return TR_EAGAIN;
     case TR_OVERFLOW_DROP_NEWEST:
         atomic_fetch_sub_explicit(&b->depth, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&b->bytes, len, memory_order_relaxed);
         atomic_fetch_add_explicit(&b->dropped, 1, memory_order_relaxed);
         tr__log_sampled(&drop_log_count, TR_LOG_DEBUG,
                         "bounded mailbox full: message (tag 0x%x) dropped",
@@ -129,10 +141,16 @@ bool tr__bound_drop_oldest(tr__actor *a) {
 }
 
 void tr__bound_turn_end(tr_runtime *rt, tr_ctx *ctx, tr__actor *a,
-                        uint32_t n, uint32_t gen) {
+                        uint32_t n, uint64_t nbytes, uint32_t gen) {
     tr__bound *b = bound_of(a);
     if (b == NULL)
         return;
+    uint64_t by = atomic_load_explicit(&b->bytes, memory_order_relaxed);
+    while (nbytes > 0 && !atomic_compare_exchange_weak_explicit(
+                             &b->bytes, &by, by > nbytes ? by - nbytes : 0,
+                             memory_order_relaxed, memory_order_relaxed))
+        ;
+    by = by > nbytes ? by - nbytes : 0;
     /* Subtract, never below 0 (a count the slot's previous incarnation
      * left cannot make it wrap). */
     uint32_t d = atomic_load_explicit(&b->depth, memory_order_relaxed);
@@ -142,7 +160,7 @@ void tr__bound_turn_end(tr_runtime *rt, tr_ctx *ctx, tr__actor *a,
         ;
     d = d > n ? d - n : 0;
     /* Relieved at half the limit (hysteresis: senders refill the rest). */
-    if (d <= b->max / 2 &&
+    if (d <= b->max / 2 && (b->max_bytes == 0 || by <= b->max_bytes / 2) &&
         (atomic_load_explicit(tr__mflags_of(a), memory_order_relaxed) &
          TR__MF_FULL))
         tr__overload_clear(rt, ctx, a, TR__MF_FULL, gen);
@@ -206,6 +224,8 @@ TR_API int tr_mailbox_stats_get(tr_runtime *rt, tr_ref ref,
         return b == NULL ? rc : TR_EINVAL;
     out->depth = atomic_load_explicit(&b->depth, memory_order_relaxed);
     out->max_msgs = b->max;
+    out->bytes = atomic_load_explicit(&b->bytes, memory_order_relaxed);
+    out->max_bytes = b->max_bytes;
     out->dropped = atomic_load_explicit(&b->dropped, memory_order_relaxed);
     out->rejected = atomic_load_explicit(&b->rejected, memory_order_relaxed);
     out->full = atomic_load_explicit(&b->full, memory_order_relaxed);
@@ -224,7 +244,10 @@ TR_API int tr_runtime_send_wait(tr_runtime *rt, tr_ref to, tr_msg **msg,
         int rc;
         tr__bound *b = live_bound(rt, to, &rc);
         if (b == NULL || (tr_overflow)b->policy != TR_OVERFLOW_BACKPRESSURE ||
-            atomic_load_explicit(&b->depth, memory_order_relaxed) < b->max)
+            (atomic_load_explicit(&b->depth, memory_order_relaxed) < b->max &&
+             (b->max_bytes == 0 ||
+              atomic_load_explicit(&b->bytes, memory_order_relaxed) <
+                  b->max_bytes)))
             return tr_runtime_send(rt, to, msg);
         if (tr_now_ms() >= end)
             return TR_ETIMEDOUT;

@@ -343,7 +343,7 @@ int tr__bound_admit(tr_runtime *rt, tr_ctx *ctx, tr__actor *a, tr_msg *m);
 bool tr__bound_drop_oldest(tr__actor *a);
 /* End of a's turn: n ordinary messages left its mailbox. */
 void tr__bound_turn_end(tr_runtime *rt, tr_ctx *ctx, tr__actor *a,
-                        uint32_t n, uint32_t gen);
+                        uint32_t n, uint64_t nbytes, uint32_t gen);
 /* At spawn (spawn_locked): the limit the spawning thread asked for, or
  * NULL; and installing it in slot a. */
 const struct tr_mailbox_limit *tr__bound_pending(void);

@@ -151,6 +151,47 @@ static void test_drop_oldest(void **state) {
     tu_env_finish(e);
 }
 
+/* A byte limit: 300-byte messages into 1000 bytes. */
+static void test_byte_limit(void **state) {
+    tu_env *e = *state;
+    tu_env_init(e, 2);
+    atomic_store(&gate_open, 0);
+    nseen = 0;
+    consumer c = {.report = e->inbox_ref};
+    tr_ref r;
+    TU_ASSERT_OK(tr_runtime_spawn_bounded(
+        e->rt, &consumer_beh, &c, sizeof c,
+        &(tr_mailbox_limit){.max_msgs = 100,
+                            .policy = TR_OVERFLOW_REJECT,
+                            .max_bytes = 1000},
+        &r));
+    tu_env_start(e);
+    TU_ASSERT_OK(tr_runtime_send_u64(e->rt, r, T_GATE, 0));
+    assert_int_equal(tu_recv_u64(e, T_GATE, TU_PROMPT_MS), 0);
+    static unsigned char blob[300];
+    uint32_t ok = 0;
+    for (int i = 0; i < 10; i++) {
+        tr_msg *m = tr_msg_new_bytes(T_ITEM, blob, sizeof blob);
+        int rc = tr_runtime_send(e->rt, r, &m);
+        if (rc == 0)
+            ok++;
+        else {
+            TU_ASSERT_RC(rc, TR_EAGAIN);
+            TU_ASSERT_OK(tr_msg_destroy(&m));
+        }
+    }
+    assert_int_equal(ok, 3);
+    tr_mailbox_stats st;
+    TU_ASSERT_OK(tr_mailbox_stats_get(e->rt, r, &st));
+    assert_int_equal(st.bytes, 900);
+    assert_int_equal(st.max_bytes, 1000);
+    assert_int_equal(st.rejected, 7);
+    assert_int_equal(open_and_count(e, r), 3);
+    TU_ASSERT_OK(tr_mailbox_stats_get(e->rt, r, &st));
+    assert_int_equal(st.bytes, 0);
+    tu_env_finish(e);
+}
+
 /* The system lane: a full (rejecting) mailbox still takes a cancel. */
 static void test_full_mailbox_still_takes_cancel(void **state) {
     tu_env *e = *state;
@@ -305,6 +346,7 @@ int main(void) {
         TU_TEST(test_reject),
         TU_TEST(test_drop_newest),
         TU_TEST(test_drop_oldest),
+        TU_TEST(test_byte_limit),
         TU_TEST(test_full_mailbox_still_takes_cancel),
         TU_TEST(test_reply_reaches_full_requester),
         TU_TEST(test_backpressure_mutes_producer_in_order),

@@ -18,7 +18,9 @@
  * The system lane: system messages (cancel, kill, exits, DOWN, shutdown),
  * replies and request timeouts never count and are never dropped or
  * delayed by a policy: a full mailbox never eats a shutdown or a reply
- * its actor waits for. Limits are in messages. */
+ * its actor waits for. Limits are in messages and, optionally, in payload
+ * bytes (a message over either limit triggers the policy; a single message
+ * larger than max_bytes is still accepted into an empty mailbox). */
 #ifndef TROUPE_BOUNDED_H
 #define TROUPE_BOUNDED_H
 
@@ -39,8 +41,9 @@ typedef enum tr_overflow {
 } tr_overflow;
 
 typedef struct tr_mailbox_limit {
-    uint32_t max_msgs; /* >= 1 */
+    uint32_t max_msgs;  /* >= 1 */
     tr_overflow policy;
+    uint64_t max_bytes; /* payload bytes queued; 0 = no byte limit */
 } tr_mailbox_limit;
 
 /* tr_spawn / tr_runtime_spawn with a bounded mailbox. TR_EINVAL for a bad
@@ -56,6 +59,8 @@ TR_API int tr_runtime_spawn_bounded(tr_runtime *rt, const tr_behavior *beh,
 typedef struct tr_mailbox_stats {
     uint32_t depth;    /* ordinary messages counted now */
     uint32_t max_msgs; /* the limit */
+    uint64_t bytes;    /* their payload bytes */
+    uint64_t max_bytes;
     uint64_t dropped;  /* DROP_NEWEST / DROP_OLDEST */
     uint64_t rejected; /* REJECT */
     uint64_t full;     /* times it reached its limit (BACKPRESSURE) */
