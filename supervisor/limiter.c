@@ -131,11 +131,12 @@ static void serve(tr_ctx *ctx, limiter *l) {
     }
     if (l->rate && l->n > 0 && !l->tick_armed) {
         /* Wake when the next token is due. */
-        double ms = ceil((1.0 - l->tokens) / l->per_second * 1000.0);
+        /* Rounded up (no libm: + 1 ms instead of ceil). */
+        int64_t ms =
+            (int64_t)((1.0 - l->tokens) / l->per_second * 1000.0) + 1;
         tr_msg *t = tr_msg_new(LIM_TICK);
         if (t != NULL && tr_send_after(tr_ctx_runtime(ctx), tr_self(ctx),
-                                       ms < 1 ? 1 : (int64_t)ms, &t,
-                                       NULL) == 0)
+                                       ms < 1 ? 1 : ms, &t, NULL) == 0)
             l->tick_armed = true;
         else
             tr_msg_destroy(&t);
