@@ -94,6 +94,7 @@ static int send_locked(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m) {
                             m->tag, (unsigned long long)to.id);
         return TR_ENOACTOR;
     }
+    uint32_t m_tag = m->tag; /* m is the receiver's once queued */
     if (atomic_load_explicit(tr__mflags_of(a), memory_order_relaxed) &
         TR__MF_BOUNDED) {
         int rc = tr__bound_admit(rt, ctx, a, m);
@@ -109,7 +110,10 @@ static int send_locked(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m) {
      * chain of actors). Relaxed: a stale "no" only mutes one turn later. */
     if (ctx != NULL && ctx->cur != NULL) {
         ctx->turn_sends++;
-        if (ctx->mute_on == 0 &&
+        /* Only user messages: runtime and toolkit control (tags at or
+         * above TR_TAG_SYSTEM: a consumer's take from a full channel, a
+         * limiter release...) must get through to relieve the pressure. */
+        if (ctx->mute_on == 0 && m_tag < TR_TAG_SYSTEM &&
             (atomic_load_explicit(tr__mflags_of(a), memory_order_relaxed) &
              (TR__MF_OVERLOADED | TR__MF_MUTED)))
             ctx->mute_on = to.id;

@@ -20,6 +20,7 @@
 #include "bounded.h"
 #include "limiter.h"
 #include "batch.h"
+#include "channel.h"
 #include "runtime.h"
 #include "scope.h"
 #include "supervisor.h"

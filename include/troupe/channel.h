@@ -1,0 +1,46 @@
+/* troupe — channels (memory object streams): bounded, multi-producer and
+ * multi-consumer, with end-of-stream.
+ *
+ * A channel is an actor. Producers tr_channel_open it, put items
+ * (tr_channel_put: any message with a user tag; it is moved, not copied,
+ * and keeps its tag, payload and sender) and tr_channel_close it.
+ * Consumers ask for one item at a time (tr_channel_take); the item
+ * arrives as the original message, or TR_TAG_CHANNEL_CLOSED once every
+ * producer that opened the channel has closed it (or ended) and no item is
+ * left: every consumer sees the end of the stream, no sentinel needed.
+ * Items go to waiting consumers first come, first served.
+ *
+ * Bounded: with `capacity` items buffered, the producers are muted
+ * (parked after their turn, never a thread) until the consumers have
+ * taken it down to half. Items sent through a proxy work across processes
+ * (payloads that can cross: U64, BYTES, MSGPACK). */
+#ifndef TROUPE_CHANNEL_H
+#define TROUPE_CHANNEL_H
+
+#include <stdint.h>
+
+#include "actor.h"
+#include "export.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Tags 0xFFFF0720..0xFFFF072F belong to channels. */
+#define TR_TAG_CHANNEL_CLOSED 0xFFFF0720u
+
+TR_API int tr_channel_spawn(tr_ctx *ctx, uint32_t capacity, tr_ref *out);
+TR_API int tr_runtime_channel_spawn(tr_runtime *rt, uint32_t capacity,
+                                    tr_ref *out);
+
+/* Producers (handler only). */
+TR_API int tr_channel_open(tr_ctx *ctx, tr_ref ch);
+TR_API int tr_channel_put(tr_ctx *ctx, tr_ref ch, tr_msg **item);
+TR_API int tr_channel_close(tr_ctx *ctx, tr_ref ch);
+/* Consumers: one item (or TR_TAG_CHANNEL_CLOSED) per take. */
+TR_API int tr_channel_take(tr_ctx *ctx, tr_ref ch);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,192 @@
+/* Channels (troupe/channel.h). The channel actor keeps a FIFO of items
+ * (messages moved in: tr__msg_move), a FIFO of consumers waiting for one,
+ * and its producers (monitored: one that ends counts as closed). With
+ * `capacity` items buffered it marks itself HELD (actors/mute.c): its
+ * producers are muted until the buffer is down to half. */
+#include <stdlib.h>
+
+#include "actors/system.h"
+#include "runtime/grow.h"
+#include "troupe/channel.h"
+#include "troupe/lifecycle.h"
+
+#define CH_OPEN 0xFFFF0721u
+#define CH_CLOSE 0xFFFF0722u
+#define CH_TAKE 0xFFFF0723u
+
+typedef struct ring {
+    uint64_t *v; /* tr_msg * or a consumer's ref id */
+    uint32_t head, n, cap;
+} ring;
+
+static bool ring_push(ring *r, uint64_t x) {
+    if (r->n == r->cap) {
+        uint32_t ncap = r->cap ? r->cap * 2 : 16;
+        uint64_t *nv = malloc(ncap * sizeof *nv);
+        if (nv == NULL)
+            return false;
+        for (uint32_t i = 0; i < r->n; i++)
+            nv[i] = r->v[(r->head + i) % r->cap];
+        free(r->v);
+        r->v = nv;
+        r->head = 0;
+        r->cap = ncap;
+    }
+    r->v[(r->head + r->n++) % r->cap] = x;
+    return true;
+}
+
+static uint64_t ring_pop(ring *r) {
+    uint64_t x = r->v[r->head];
+    r->head = (r->head + 1) % r->cap;
+    r->n--;
+    return x;
+}
+
+typedef struct producer_ent {
+    tr_ref who;
+    uint64_t mon;
+} producer_ent;
+
+typedef struct channel {
+    uint32_t capacity;
+    bool opened, held;
+    ring items, takers;
+    producer_ent *p;
+    uint32_t np, capp;
+} channel;
+
+static bool closed(const channel *c) { return c->opened && c->np == 0; }
+
+/* Hands items to waiting consumers; at the end of the stream, CLOSED. */
+static void serve(tr_ctx *ctx, channel *c) {
+    tr_runtime *rt = tr_ctx_runtime(ctx);
+    while (c->takers.n > 0 && c->items.n > 0) {
+        tr_ref to = {ring_pop(&c->takers)};
+        tr_msg *m = (tr_msg *)(uintptr_t)c->items.v[c->items.head];
+        if (tr__send(rt, ctx, to, m) != 0)
+            continue; /* that consumer is gone: the next one gets it */
+        (void)ring_pop(&c->items);
+    }
+    if (closed(c) && c->items.n == 0)
+        while (c->takers.n > 0)
+            (void)tr_send_tag(ctx, (tr_ref){ring_pop(&c->takers)},
+                              TR_TAG_CHANNEL_CLOSED);
+    bool full = c->items.n >= c->capacity;
+    if (full != c->held && (full || c->items.n <= c->capacity / 2)) {
+        c->held = full;
+        (void)tr__overload_set(rt, ctx, tr_self(ctx), full);
+    }
+}
+
+static void producer_gone(tr_ctx *ctx, channel *c, uint32_t i) {
+    if (c->p[i].mon != 0)
+        (void)tr_demonitor(ctx, c->p[i].mon);
+    c->p[i] = c->p[--c->np];
+}
+
+static int channel_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
+    channel *c = state;
+    tr_ref who = tr_msg_sender(msg);
+    switch (tr_msg_tag(msg)) {
+    case CH_OPEN:
+        if (c->np == c->capp &&
+            !tr__grow((void **)&c->p, &c->capp, c->np + 1, sizeof *c->p, 4))
+            return TR_ENOMEM;
+        c->p[c->np] = (producer_ent){.who = who};
+        if (tr_monitor(ctx, who, &c->p[c->np].mon) != 0)
+            c->p[c->np].mon = 0;
+        c->np++;
+        c->opened = true;
+        return 0;
+    case CH_CLOSE:
+        for (uint32_t i = 0; i < c->np; i++)
+            if (tr_ref_eq(c->p[i].who, who)) {
+                producer_gone(ctx, c, i);
+                break;
+            }
+        serve(ctx, c);
+        return 0;
+    case CH_TAKE:
+        if (!ring_push(&c->takers, who.id))
+            return TR_ENOMEM;
+        serve(ctx, c);
+        return 0;
+    case TR_TAG_DOWN: { /* a producer ended: closed for it */
+        tr_exit x;
+        if (tr_msg_exit(msg, &x) == 0)
+            for (uint32_t i = 0; i < c->np; i++)
+                if (c->p[i].mon == x.id) {
+                    c->p[i].mon = 0;
+                    producer_gone(ctx, c, i);
+                    break;
+                }
+        serve(ctx, c);
+        return 0;
+    }
+    default: { /* an item */
+        if (tr_msg_tag(msg) >= TR_TAG_SYSTEM)
+            return TR_UNHANDLED;
+        tr_msg *m = tr__msg_move(msg);
+        if (m == NULL)
+            return TR_ENOMEM;
+        if (!ring_push(&c->items, (uint64_t)(uintptr_t)m)) {
+            tr__msg_free(m);
+            return TR_ENOMEM;
+        }
+        serve(ctx, c);
+        return 0;
+    }
+    }
+}
+
+static void channel_stop(tr_ctx *ctx, void *state, int reason) {
+    (void)ctx;
+    (void)reason;
+    channel *c = state;
+    while (c->items.n > 0)
+        tr__msg_free((tr_msg *)(uintptr_t)ring_pop(&c->items));
+    free(c->items.v);
+    free(c->takers.v);
+    free(c->p);
+}
+
+static const tr_behavior channel_behavior = {.name = "troupe.channel",
+                                             .handle = channel_handle,
+                                             .on_stop = channel_stop,
+                                             .state_size = sizeof(channel)};
+
+TR_API int tr_channel_spawn(tr_ctx *ctx, uint32_t capacity, tr_ref *out) {
+    if (ctx == NULL || capacity == 0)
+        return TR_EINVAL;
+    channel c = {.capacity = capacity};
+    return tr_spawn(ctx, &channel_behavior, &c, sizeof c, out);
+}
+
+TR_API int tr_runtime_channel_spawn(tr_runtime *rt, uint32_t capacity,
+                                    tr_ref *out) {
+    if (rt == NULL || capacity == 0)
+        return TR_EINVAL;
+    channel c = {.capacity = capacity};
+    return tr_runtime_spawn(rt, &channel_behavior, &c, sizeof c, out);
+}
+
+TR_API int tr_channel_open(tr_ctx *ctx, tr_ref ch) {
+    return ctx != NULL ? tr_send_tag(ctx, ch, CH_OPEN) : TR_ENOCTX;
+}
+
+TR_API int tr_channel_put(tr_ctx *ctx, tr_ref ch, tr_msg **item) {
+    if (ctx == NULL)
+        return TR_ENOCTX;
+    if (item == NULL || *item == NULL || tr_msg_tag(*item) >= TR_TAG_SYSTEM)
+        return TR_EINVAL;
+    return tr_send(ctx, ch, item);
+}
+
+TR_API int tr_channel_close(tr_ctx *ctx, tr_ref ch) {
+    return ctx != NULL ? tr_send_tag(ctx, ch, CH_CLOSE) : TR_ENOCTX;
+}
+
+TR_API int tr_channel_take(tr_ctx *ctx, tr_ref ch) {
+    return ctx != NULL ? tr_send_tag(ctx, ch, CH_TAKE) : TR_ENOCTX;
+}
