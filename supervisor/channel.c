@@ -7,41 +7,13 @@
 
 #include "actors/system.h"
 #include "runtime/grow.h"
+#include "runtime/ring.h"
 #include "troupe/channel.h"
 #include "troupe/lifecycle.h"
 
 #define CH_OPEN 0xFFFF0721u
 #define CH_CLOSE 0xFFFF0722u
 #define CH_TAKE 0xFFFF0723u
-
-typedef struct ring {
-    uint64_t *v; /* tr_msg * or a consumer's ref id */
-    uint32_t head, n, cap;
-} ring;
-
-static bool ring_push(ring *r, uint64_t x) {
-    if (r->n == r->cap) {
-        uint32_t ncap = r->cap ? r->cap * 2 : 16;
-        uint64_t *nv = malloc(ncap * sizeof *nv);
-        if (nv == NULL)
-            return false;
-        for (uint32_t i = 0; i < r->n; i++)
-            nv[i] = r->v[(r->head + i) % r->cap];
-        free(r->v);
-        r->v = nv;
-        r->head = 0;
-        r->cap = ncap;
-    }
-    r->v[(r->head + r->n++) % r->cap] = x;
-    return true;
-}
-
-static uint64_t ring_pop(ring *r) {
-    uint64_t x = r->v[r->head];
-    r->head = (r->head + 1) % r->cap;
-    r->n--;
-    return x;
-}
 
 typedef struct producer_ent {
     tr_ref who;
@@ -51,7 +23,8 @@ typedef struct producer_ent {
 typedef struct channel {
     uint32_t capacity;
     bool opened, held;
-    ring items, takers;
+    tr__ring items;  /* tr_msg * */
+    tr__ring takers; /* consumers' ref ids (uint64_t) */
     producer_ent *p;
     uint32_t np, capp;
 } channel;
@@ -62,16 +35,18 @@ static bool closed(const channel *c) { return c->opened && c->np == 0; }
 static void serve(tr_ctx *ctx, channel *c) {
     tr_runtime *rt = tr_ctx_runtime(ctx);
     while (c->takers.n > 0 && c->items.n > 0) {
-        tr_ref to = {ring_pop(&c->takers)};
-        tr_msg *m = (tr_msg *)(uintptr_t)c->items.v[c->items.head];
+        tr_ref to;
+        tr__ring_pop(&c->takers, &to.id, sizeof to.id);
+        tr_msg *m = *(tr_msg **)tr__ring_front(&c->items, sizeof m);
         if (tr__send(rt, ctx, to, m) != 0)
             continue; /* that consumer is gone: the next one gets it */
-        (void)ring_pop(&c->items);
+        tr__ring_pop(&c->items, NULL, sizeof m);
     }
-    if (closed(c) && c->items.n == 0)
-        while (c->takers.n > 0)
-            (void)tr_send_tag(ctx, (tr_ref){ring_pop(&c->takers)},
-                              TR_TAG_CHANNEL_CLOSED);
+    while (closed(c) && c->items.n == 0 && c->takers.n > 0) {
+        tr_ref to;
+        tr__ring_pop(&c->takers, &to.id, sizeof to.id);
+        (void)tr_send_tag(ctx, to, TR_TAG_CHANNEL_CLOSED);
+    }
     bool full = c->items.n >= c->capacity;
     if (full != c->held && (full || c->items.n <= c->capacity / 2)) {
         c->held = full;
@@ -108,7 +83,7 @@ static int channel_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
         serve(ctx, c);
         return 0;
     case CH_TAKE:
-        if (!ring_push(&c->takers, who.id))
+        if (!tr__ring_push(&c->takers, &who.id, sizeof who.id))
             return TR_ENOMEM;
         serve(ctx, c);
         return 0;
@@ -130,7 +105,7 @@ static int channel_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
         tr_msg *m = tr__msg_move(msg);
         if (m == NULL)
             return TR_ENOMEM;
-        if (!ring_push(&c->items, (uint64_t)(uintptr_t)m)) {
+        if (!tr__ring_push(&c->items, &m, sizeof m)) {
             tr__msg_free(m);
             return TR_ENOMEM;
         }
@@ -144,10 +119,13 @@ static void channel_stop(tr_ctx *ctx, void *state, int reason) {
     (void)ctx;
     (void)reason;
     channel *c = state;
-    while (c->items.n > 0)
-        tr__msg_free((tr_msg *)(uintptr_t)ring_pop(&c->items));
-    free(c->items.v);
-    free(c->takers.v);
+    while (c->items.n > 0) {
+        tr_msg *m;
+        tr__ring_pop(&c->items, &m, sizeof m);
+        tr__msg_free(m);
+    }
+    tr__ring_free(&c->items);
+    tr__ring_free(&c->takers);
     free(c->p);
 }
 

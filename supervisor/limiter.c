@@ -11,6 +11,7 @@
 
 #include "runtime/grow.h"
 #include "runtime/log.h"
+#include "runtime/ring.h"
 #include "troupe/error.h"
 #include "troupe/lifecycle.h"
 #include "troupe/limiter.h"
@@ -38,8 +39,7 @@ typedef struct limiter {
     uint32_t burst;
     int64_t last_ns;
     bool tick_armed;
-    waiter *q; /* ring */
-    uint32_t head, n, capq;
+    tr__ring q; /* waiters, first come first served */
     client *c;
     uint32_t nc, capc;
 } limiter;
@@ -75,30 +75,6 @@ static void client_forget_if_idle(tr_ctx *ctx, limiter *l, client *c) {
     *c = l->c[--l->nc];
 }
 
-static bool queue_push(limiter *l, waiter w) {
-    if (l->n == l->capq) {
-        uint32_t ncap = l->capq ? l->capq * 2 : 16;
-        waiter *nq = malloc(ncap * sizeof *nq);
-        if (nq == NULL)
-            return false;
-        for (uint32_t i = 0; i < l->n; i++)
-            nq[i] = l->q[(l->head + i) % l->capq];
-        free(l->q);
-        l->q = nq;
-        l->head = 0;
-        l->capq = ncap;
-    }
-    l->q[(l->head + l->n++) % l->capq] = w;
-    return true;
-}
-
-static waiter queue_pop(limiter *l) {
-    waiter w = l->q[l->head];
-    l->head = (l->head + 1) % l->capq;
-    l->n--;
-    return w;
-}
-
 static void refill(limiter *l) {
     int64_t now = tr_now_ns();
     l->tokens += (double)(now - l->last_ns) * 1e-9 * l->per_second;
@@ -111,8 +87,10 @@ static void refill(limiter *l) {
 static void serve(tr_ctx *ctx, limiter *l) {
     if (l->rate)
         refill(l);
-    while (l->n > 0 && (l->rate ? l->tokens >= 1.0 : l->out < l->capacity)) {
-        waiter w = queue_pop(l);
+    while (l->q.n > 0 &&
+           (l->rate ? l->tokens >= 1.0 : l->out < l->capacity)) {
+        waiter w;
+        tr__ring_pop(&l->q, &w, sizeof w);
         client *c = client_of(l, w.who);
         if (c == NULL)
             continue; /* it ended: left the line */
@@ -129,7 +107,7 @@ static void serve(tr_ctx *ctx, limiter *l) {
             c->held++;
         }
     }
-    if (l->rate && l->n > 0 && !l->tick_armed) {
+    if (l->rate && l->q.n > 0 && !l->tick_armed) {
         /* Wake when the next token is due. */
         /* Rounded up (no libm: + 1 ms instead of ceil). */
         int64_t ms =
@@ -157,7 +135,8 @@ static int limiter_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     switch (tr_msg_tag(msg)) {
     case LIM_ACQUIRE: {
         client *c = client_add(ctx, l, who);
-        if (c == NULL || !queue_push(l, (waiter){who, tr_msg_u64(msg)}))
+        waiter w = {who, tr_msg_u64(msg)};
+        if (c == NULL || !tr__ring_push(&l->q, &w, sizeof w))
             return TR_ENOMEM;
         c->waiting++;
         serve(ctx, l);
@@ -207,9 +186,8 @@ static void limiter_stop(tr_ctx *ctx, void *state, int reason) {
     (void)ctx;
     (void)reason;
     limiter *l = state;
-    free(l->q);
+    tr__ring_free(&l->q);
     free(l->c);
-    l->q = NULL;
     l->c = NULL;
 }
 

@@ -176,9 +176,9 @@ void tr__link_free(tr__link *l) {
             if (key == TR__IDMAP_EMPTY || key == TR__IDMAP_GONE)
                 continue;
             tr__flow *fl = (tr__flow *)(uintptr_t)p->flows.vals[k];
-            while (fl->nheld > 0)
+            while (fl->held.n > 0)
                 tr__fwd_free(flow_pop(l, fl));
-            free(fl->held);
+            tr__ring_free(&fl->held);
             free(fl->flagged);
             free(fl);
         }
@@ -349,19 +349,8 @@ static tr__flow *flow_of(tr__peer *p, uint64_t consumer, bool create) {
 }
 
 static bool flow_hold(tr__link *l, tr__flow *fl, tr__fwd *f) {
-    if (fl->nheld == fl->capheld) {
-        uint32_t ncap = fl->capheld ? fl->capheld * 2 : 16;
-        tr__fwd **n = malloc(ncap * sizeof *n);
-        if (n == NULL)
-            return false;
-        for (uint32_t i = 0; i < fl->nheld; i++)
-            n[i] = fl->held[(fl->head + i) % fl->capheld];
-        free(fl->held);
-        fl->held = n;
-        fl->head = 0;
-        fl->capheld = ncap;
-    }
-    fl->held[(fl->head + fl->nheld++) % fl->capheld] = f;
+    if (!tr__ring_push(&fl->held, &f, sizeof f))
+        return false;
     /* Relaxed: statistics; only the link's thread writes them. */
     uint64_t held = __atomic_add_fetch(&l->c.held, 1, __ATOMIC_RELAXED);
     if (held > __atomic_load_n(&l->c.held_peak, __ATOMIC_RELAXED))
@@ -370,9 +359,8 @@ static bool flow_hold(tr__link *l, tr__flow *fl, tr__fwd *f) {
 }
 
 static tr__fwd *flow_pop(tr__link *l, tr__flow *fl) {
-    tr__fwd *f = fl->held[fl->head];
-    fl->head = (fl->head + 1) % fl->capheld;
-    fl->nheld--;
+    tr__fwd *f;
+    tr__ring_pop(&fl->held, &f, sizeof f);
     __atomic_sub_fetch(&l->c.held, 1, __ATOMIC_RELAXED);
     return f;
 }
@@ -405,10 +393,10 @@ static void fail_fwd(tr_ctx *ctx, tr__link *l, tr__fwd *f, int err);
 /* Ends a flow: what it held fails with err (retried if idempotent and
  * err is TR_ELOST), its proxies are relieved. */
 static void flow_end(tr_ctx *ctx, tr__link *l, tr__flow *fl, int err) {
-    while (fl->nheld > 0)
+    while (fl->held.n > 0)
         fail_fwd(ctx, l, flow_pop(l, fl), err);
     flow_unflag(ctx, l, fl);
-    free(fl->held);
+    tr__ring_free(&fl->held);
     free(fl->flagged);
     free(fl);
 }
@@ -420,15 +408,15 @@ static void on_credit(tr_ctx *ctx, tr__link *l, tr__peer *p, uint64_t consumer,
     if (fl == NULL)
         return;
     fl->inflight = n >= fl->inflight ? 0 : fl->inflight - (uint32_t)n;
-    while (fl->nheld > 0 && fl->inflight < p->window) {
+    while (fl->held.n > 0 && fl->inflight < p->window) {
         fl->inflight++;
         emit(ctx, l, p, flow_pop(l, fl));
     }
     /* Hysteresis: its senders go on once what is held back fits in half
      * a window, so the flow does not run dry before they refill it. */
-    if (fl->nheld <= p->window / 2)
+    if (fl->held.n <= p->window / 2)
         flow_unflag(ctx, l, fl);
-    if (fl->nheld == 0) {
+    if (fl->held.n == 0) {
         if (fl->inflight == 0) {
             (void)tr__idmap_del(&p->flows, consumer, NULL);
             flow_end(ctx, l, fl, TR_ELOST);
@@ -502,7 +490,7 @@ void tr__link_enqueue(tr_ctx *ctx, tr__link *l, tr__fwd *f) {
     }
     if (p->window > 0 && is_data(f)) {
         tr__flow *fl = flow_of(p, f->target, true);
-        if (fl != NULL && (fl->nheld > 0 || fl->inflight >= p->window)) {
+        if (fl != NULL && (fl->held.n > 0 || fl->inflight >= p->window)) {
             if (flow_hold(l, fl, f)) {
                 flow_flag(ctx, l, fl, f->proxy);
                 return;

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "runtime/ring.h"
 #include "transport/idmap.h"
 #include "transport/remote.h"
 
@@ -33,8 +34,7 @@ typedef struct tr__pending_req {
  * back, in order, while the window is full (link.c). */
 typedef struct tr__flow {
     uint32_t inflight;
-    tr__fwd **held; /* ring */
-    uint32_t head, nheld, capheld;
+    tr__ring held; /* tr__fwd *, oldest first */
     uint64_t *flagged; /* proxies marked overloaded for it */
     uint32_t nflagged, capflagged;
 } tr__flow;
