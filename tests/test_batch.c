@@ -80,7 +80,7 @@ static void test_by_count_then_window(void **state) {
     (void)expect_batch(e, 4, 4);
     int64_t t0 = tu_now_ms();
     (void)expect_batch(e, 8, 2); /* the rest when the window closes */
-    assert_true(tu_now_ms() - t0 >= 50);
+    assert_true(tu_now_ms() - t0 >= 20); /* by the window, not at once */
     tu_env_finish(e);
 }
 
