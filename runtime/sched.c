@@ -300,6 +300,20 @@ static void *find_work(tr__worker *w) {
                 /* A waker already picked us and passed us its spinning
                  * token. */
                 w->spinning = true;
+            } else if (!atomic_load_explicit(&s->stopping,
+                                             memory_order_relaxed)) {
+                /* Work came while we gave up spinning. Its producers saw
+                 * us spinning and woke no one, trusting us to take it and
+                 * hand the role on: spin again, so that taking a unit
+                 * calls notify() and what is left wakes another worker
+                 * (Go's findrunnable re-spins here too). Else a unit
+                 * behind the one we take waits, with a worker asleep,
+                 * until our turn ends, however long that is. Relaxed
+                 * load: stopping only spares a spin that the loop's
+                 * acquire load of it would end at once. */
+                w->spinning = true;
+                atomic_fetch_add_explicit(&s->nspinning, 1,
+                                          memory_order_seq_cst);
             }
             atomic_fetch_sub_explicit(&s->nidle, 1, memory_order_seq_cst);
             continue;
