@@ -21,6 +21,7 @@
 #include "limiter.h"
 #include "batch.h"
 #include "channel.h"
+#include "router.h"
 #include "runtime.h"
 #include "scope.h"
 #include "supervisor.h"
