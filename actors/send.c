@@ -95,8 +95,11 @@ static int send_locked(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m) {
         return TR_ENOACTOR;
     }
     uint32_t m_tag = m->tag; /* m is the receiver's once queued */
-    if (atomic_load_explicit(tr__mflags_of(a), memory_order_relaxed) &
-        TR__MF_BOUNDED) {
+    /* One load of the target's flags per send (relaxed: a stale value
+     * only mutes one turn later); reloaded after a bounded admission,
+     * which may have just set FULL. */
+    uint8_t mf = atomic_load_explicit(tr__mflags_of(a), memory_order_relaxed);
+    if (mf & TR__MF_BOUNDED) {
         int rc = tr__bound_admit(rt, ctx, a, m);
         if (rc == 1)
             return 0; /* dropped by its policy (counted): a success */
@@ -104,18 +107,18 @@ static int send_locked(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m) {
             tr__count_refused(rt, ctx);
             return rc;
         }
+        mf = atomic_load_explicit(tr__mflags_of(a), memory_order_relaxed);
     }
     tr__enqueue(rt, ctx, a, m, gen);
     /* Overloaded, or muted itself (Pony: pressure travels back along a
-     * chain of actors). Relaxed: a stale "no" only mutes one turn later. */
+     * chain of actors). */
     if (ctx != NULL && ctx->cur != NULL) {
         ctx->turn_sends++;
         /* Only user messages: runtime and toolkit control (tags at or
          * above TR_TAG_SYSTEM: a consumer's take from a full channel, a
          * limiter release...) must get through to relieve the pressure. */
         if (ctx->mute_on == 0 && m_tag < TR_TAG_SYSTEM &&
-            (atomic_load_explicit(tr__mflags_of(a), memory_order_relaxed) &
-             (TR__MF_OVERLOADED | TR__MF_MUTED)))
+            (mf & (TR__MF_OVERLOADED | TR__MF_MUTED)))
             ctx->mute_on = to.id;
     }
     return 0;
