@@ -199,6 +199,9 @@ struct tr_runtime {
      * every actor has been cleaned up. */
     void *pool;
     void (*pool_destroy)(void *pool);
+    /* In a worker process: its link to the main process (tr_main_lookup);
+     * owned by tr_worker_main. */
+    void *main_link;
     /* The node transport and the name registry (transport/node.c,
      * names.c), freed the same way. */
     void *node;

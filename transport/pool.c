@@ -225,6 +225,21 @@ TR_API int tr_runtime_spawn_remote(tr_runtime *rt, const char *name,
 
 /* ---- worker mode ---- */
 
+TR_API int tr_main_lookup(tr_ctx *ctx, const char *name, tr_ref *out) {
+    if (ctx == NULL || out == NULL)
+        return TR_EINVAL;
+    tr_runtime *rt = tr_ctx_runtime(ctx);
+    tr__link *l = rt->main_link;
+    if (l == NULL) {
+        tr__log(TR_LOG_WARN, "tr_main_lookup: not in a worker process");
+        return TR_ESTATE;
+    }
+    int rc = tr__remote_args_check(name, NULL, 0);
+    if (rc != 0)
+        return rc;
+    return tr__remote_spawn(rt, ctx, l, 0, "lookup", name, NULL, 0, 0, out);
+}
+
 static void *watch_parent(void *arg) {
     pid_t parent = *(pid_t *)arg;
     tr__thread_name("troupe-parent");
@@ -278,6 +293,7 @@ TR_API int tr_worker_main(int argc, char **argv) {
     /* Heartbeat loss: the main side's hang timeout works both ways. */
     l->hang_timeout_ms = hang != NULL ? strtoll(hang, NULL, 10) : -1;
     snprintf(l->endpoint, sizeof l->endpoint, "%s", ep);
+    rt->main_link = l;
     /* Here the link is an ordinary (counted) top-level actor: the worker
      * runs as long as it does, and BYE's orderly shutdown stops it last
      * (it is the oldest). */

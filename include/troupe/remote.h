@@ -83,6 +83,15 @@ TR_API int tr_register_flags(const char *name, const tr_behavior *beh,
  * tr_register. */
 TR_API int tr_worker_main(int argc, char **argv);
 
+/* In a worker process (handler only): *out is a proxy for the actor the
+ * main process registered as `name` (tr_name_register there), usable at
+ * once, as tr_node_lookup gives for a node. The proxy does not own the
+ * actor. No such name: the proxy ends with TR_ENOTFOUND (monitor it).
+ * TR_ESTATE outside a worker process, TR_EINVAL for a bad name. This is
+ * how an actor in a worker process reaches a channel, a router or a sink
+ * of the main process without being sent a message first. */
+TR_API int tr_main_lookup(tr_ctx *ctx, const char *name, tr_ref *out);
+
 typedef struct tr_pool_config {
     unsigned processes; /* 0 = online CPUs */
     /* Scheduler threads in each worker process; 0 = 1. */
