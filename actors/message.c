@@ -27,7 +27,10 @@ tr_msg *tr__msg_move(tr_msg *m) {
     tr_msg *p = tr__msg_alloc(m->tag, (tr_payload_kind)m->kind);
     if (p == NULL)
         return NULL;
-    p->flags = m->flags & TR__F_INLINE;
+    /* A request stays one (same id): whoever ends up with it can answer
+     * the requester (as with tr_forward). */
+    p->flags = m->flags & (TR__F_INLINE | TR__F_REQUEST);
+    p->req_id = m->req_id;
     p->len = m->len;
     p->sender = m->sender;
     memcpy(&p->u, &m->u, sizeof p->u);

@@ -282,6 +282,49 @@ static void child_ended(tr_ctx *ctx, tr__sup *s, tr__sup_child *c, int reason) {
     }
 }
 
+/* The wire form of TR_TAG_SUP_CHILD_UP (plain data, BYTES). */
+typedef struct child_up_wire {
+    uint32_t magic;
+    uint32_t pad;
+    uint64_t ref;
+    char name[TR_SUP_NAME_MAX];
+} child_up_wire;
+
+#define CHILD_UP_MAGIC 0x53555055u /* "SUPU" */
+
+static void notify_up(tr_ctx *ctx, tr__sup *s, const tr__sup_child *c) {
+    if (tr_ref_is_none(s->set->notify))
+        return;
+    child_up_wire w = {.magic = CHILD_UP_MAGIC, .ref = c->ref.id};
+    snprintf(w.name, sizeof w.name, "%s", c->name);
+    tr_msg *m = tr_msg_new_bytes(TR_TAG_SUP_CHILD_UP, &w, sizeof w);
+    int rc = m != NULL ? tr_send(ctx, s->set->notify, &m) : TR_ENOMEM;
+    if (rc != 0)
+        tr__log(TR_LOG_WARN, "supervisor %s: child-up notice for '%s': %s",
+                s->set->name, c->name, tr_strerror(rc));
+}
+
+TR_API int tr_sup_child_up_read(const tr_msg *msg, tr_ref *ref, char *name) {
+    child_up_wire w;
+    size_t len = 0;
+    const void *d = msg != NULL && tr_msg_tag(msg) == TR_TAG_SUP_CHILD_UP &&
+                            tr_msg_kind(msg) == TR_PAYLOAD_BYTES
+                        ? tr_msg_data(msg, &len)
+                        : NULL;
+    if (d == NULL || len != sizeof w)
+        return TR_EPAYLOAD;
+    memcpy(&w, d, sizeof w);
+    if (w.magic != CHILD_UP_MAGIC)
+        return TR_EPAYLOAD;
+    if (ref != NULL)
+        *ref = (tr_ref){w.ref};
+    if (name != NULL) {
+        memcpy(name, w.name, TR_SUP_NAME_MAX);
+        name[TR_SUP_NAME_MAX - 1] = 0;
+    }
+    return 0;
+}
+
 static void start_one(tr_ctx *ctx, tr__sup *s, tr__sup_child *c) {
     tr_ref r = TR_REF_NONE;
     c->due_ms = 0;
@@ -481,6 +524,7 @@ static int sup_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
             return 0; /* a stale confirmation */
         c->st = TR__CH_RUNNING;
         c->started_ms = tr_now_ms();
+        notify_up(ctx, s, c);
         if (s->p.waiting == c->id) {
             s->p.waiting = 0;
             s->p.ref = c->ref;

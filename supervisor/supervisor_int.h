@@ -95,6 +95,7 @@ typedef struct tr__sup_setup {
     int64_t backoff_min_ms, backoff_max_ms;
     uint32_t backoff_jitter_pct;
     uint64_t backoff_seed;
+    tr_ref notify; /* TR_TAG_SUP_CHILD_UP to it (none: nothing) */
     tr__sup_child **kids; /* spec order */
     size_t nkids;
 } tr__sup_setup;

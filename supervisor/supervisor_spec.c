@@ -252,6 +252,7 @@ int tr__sup_setup_new(const tr_sup_config *cfg, const tr_sup_spec *children,
     s->backoff_max_ms = cfg->backoff_max_ms;
     s->backoff_jitter_pct = cfg->backoff_jitter_pct;
     s->backoff_seed = cfg->backoff_seed;
+    s->notify = cfg->notify;
     if (n > 0 && (s->kids = calloc(n, sizeof *s->kids)) == NULL) {
         free(s);
         return TR_ENOMEM;

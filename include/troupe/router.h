@@ -26,6 +26,7 @@
 
 #include "actor.h"
 #include "export.h"
+#include "supervisor.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -48,6 +49,41 @@ TR_API int tr_runtime_router_spawn(tr_runtime *rt, tr_route how,
  * messages the router gets). */
 TR_API int tr_router_add(tr_ctx *ctx, tr_ref router, tr_ref routee);
 TR_API int tr_router_remove(tr_ctx *ctx, tr_ref router, tr_ref routee);
+
+/* ---- supervised pools ----
+ *
+ * A router whose routees are the children of a supervisor it starts
+ * itself (its own child: the pool ends with the router, children first).
+ * Routee k is the child spec `routee` named "<routee.name>.<k>" (local,
+ * or remote with routee.remote / routee.node: worker processes or another
+ * node). The supervisor restarts routees by `sup`'s strategy, intensity
+ * and backoff; a restarted routee (a new actor) is routed to as soon as it
+ * has started. While no routee runs, messages are held in order (not
+ * dropped); with `hold` of them held, the senders are muted until a
+ * routee is back. Messages queued at a routee when it dies are lost with
+ * it, as for any restart (for remote routees registered with
+ * TR_REG_IDEMPOTENT, requests are resent instead). When the supervisor
+ * fails (restart intensity exceeded) the router fails with its reason.
+ * The pool grows and shrinks at runtime with tr_router_resize: new slots
+ * start (or restart, for a slot used before); removed slots leave the
+ * routing at once and are stopped with routee.shutdown_ms. */
+typedef struct tr_router_pool_config {
+    tr_route how;
+    tr_sup_spec routee; /* name: the prefix (at most 47 chars) */
+    uint32_t size;      /* routees at start: 1..1024 */
+    tr_sup_config sup;  /* notify is set by the router */
+    uint32_t hold;      /* held messages before senders are muted (0: 1024) */
+} tr_router_pool_config;
+
+TR_API int tr_router_pool_spawn(tr_ctx *ctx, const tr_router_pool_config *cfg,
+                                tr_ref *out);
+TR_API int tr_runtime_router_pool_spawn(tr_runtime *rt,
+                                        const tr_router_pool_config *cfg,
+                                        tr_ref *out);
+/* Resizes a supervised pool to `size` routees (1..1024; handler only;
+ * applied in order with the router's messages). Ignored by a plain
+ * router. */
+TR_API int tr_router_resize(tr_ctx *ctx, tr_ref router, uint32_t size);
 
 #ifdef __cplusplus
 }

@@ -116,6 +116,9 @@ extern "C" {
 /* A supervisor's answer to a call (tr_sup_reply_read). */
 #define TR_TAG_SUP_REPLY 0xFFFF5300u
 
+/* A child has started (tr_sup_config.notify). */
+#define TR_TAG_SUP_CHILD_UP 0xFFFF5301u
+
 /* Longest child name plus its NUL. */
 #define TR_SUP_NAME_MAX 64
 /* Largest restart intensity accepted. */
@@ -173,6 +176,11 @@ typedef struct tr_sup_config {
     int64_t backoff_max_ms;      /* cap, >= backoff_min_ms when backoff is on */
     uint32_t backoff_jitter_pct; /* 0..100 */
     uint64_t backoff_seed;       /* 0 = from the clock */
+    /* If set: every time a child has started (first start, restart,
+     * start_child, restart_child) this actor gets a TR_TAG_SUP_CHILD_UP
+     * message naming it (tr_sup_child_up_read). Routers' supervised pools
+     * use it to route to restarted children. */
+    tr_ref notify;
 } tr_sup_config;
 
 /* OTP's defaults: one_for_one, 1 restart in 5 s, no backoff. */
@@ -279,6 +287,11 @@ TR_API int tr_sup_reply_read(const tr_msg *msg, tr_sup_reply *out);
 /* Copies entry i of a which_children reply. TR_EPAYLOAD / TR_EINVAL. */
 TR_API int tr_sup_reply_child(const tr_msg *msg, size_t i,
                               tr_sup_child_info *out);
+
+/* Decodes a TR_TAG_SUP_CHILD_UP message: the child's reference and name
+ * (name: TR_SUP_NAME_MAX bytes, may be NULL). TR_EPAYLOAD if it is not
+ * one. */
+TR_API int tr_sup_child_up_read(const tr_msg *msg, tr_ref *ref, char *name);
 
 /* ---- blocking calls for threads that are not actors ---- */
 

@@ -849,6 +849,122 @@ static void test_main_hung_workers_exit(void **state) {
     w0 = w1 = 0;
 }
 
+/* ---- a supervised pool of remote routees (router.h) ---- */
+
+/* Asks n squares (1..n) through the router; reports the sum of the
+ * answers (T_ANS) and (routees that answered << 48) | (answered << 32) |
+ * failed (T_DONE). */
+typedef struct pclient {
+    tr_ref router, report;
+    uint32_t left, answered, failed;
+    uint64_t sum;
+    tr_ref seen[8];
+    uint32_t nseen;
+} pclient;
+
+static int pclient_handle(tr_ctx *ctx, void *st, tr_msg *m) {
+    pclient *c = st;
+    switch (tr_msg_tag(m)) {
+    case T_GO:
+        if (c->left != 0)
+            return TR_ESTATE;
+        c->left = (uint32_t)tr_msg_u64(m);
+        c->answered = c->failed = c->nseen = 0;
+        c->sum = 0;
+        for (uint64_t i = 1; i <= c->left; i++) {
+            tr_msg *q = tr_msg_new_u64(T_SQ, i);
+            int rc = tr_request(ctx, c->router, &q, 5000, NULL);
+            if (rc != 0)
+                return rc;
+        }
+        return 0;
+    case T_ANS: {
+        c->answered++;
+        c->sum += tr_msg_u64(m);
+        uint32_t i = 0;
+        while (i < c->nseen && !tr_ref_eq(c->seen[i], tr_msg_sender(m)))
+            i++;
+        if (i == c->nseen && i < 8)
+            c->seen[c->nseen++] = tr_msg_sender(m);
+        break;
+    }
+    case TR_TAG_REMOTE_FAILED:
+    case TR_TAG_TIMEOUT:
+        c->failed++;
+        break;
+    default:
+        return TR_UNHANDLED;
+    }
+    if (--c->left == 0) {
+        tu_report(ctx, c->report, T_ANS, c->sum);
+        tu_report(ctx, c->report, T_DONE,
+                  ((uint64_t)c->nseen << 48) | ((uint64_t)c->answered << 32) |
+                      c->failed);
+    }
+    return 0;
+}
+
+static const tr_behavior pclient_beh = {.name = "pclient",
+                                        .handle = pclient_handle,
+                                        .state_size = sizeof(pclient)};
+
+/* One round of n requests: *answered, *routees (that answered); returns
+ * answered + failed. */
+static uint32_t pool_round(tu_env *e, tr_ref pc, uint32_t n,
+                           uint32_t *answered, uint32_t *routees) {
+    TU_ASSERT_OK(tr_runtime_send_u64(e->rt, pc, T_GO, n));
+    uint64_t sum = tu_recv_u64(e, T_ANS, 15000);
+    uint64_t done = tu_recv_u64(e, T_DONE, 15000);
+    *answered = (uint32_t)(done >> 32) & 0xffff;
+    *routees = (uint32_t)(done >> 48);
+    if (*answered == n) /* every answer right: 1^2 + ... + n^2 */
+        assert_int_equal(sum, (uint64_t)n * (n + 1) * (2 * n + 1) / 6);
+    return *answered + (uint32_t)(done & 0xffffffffu);
+}
+
+static void test_supervised_pool_of_remote_routees(void **state) {
+    tu_env *e = *state;
+    pool_env(e);
+    tr_router_pool_config cfg = {
+        .how = TR_ROUTE_ROUND_ROBIN,
+        .routee = {.name = "sq",
+                   .remote = "square",
+                   .restart = TR_RESTART_PERMANENT,
+                   .shutdown_ms = 1000},
+        .size = 4,
+        .sup = {.name = "sq-pool",
+                .strategy = TR_SUP_ONE_FOR_ONE,
+                .intensity = 20,
+                .period_ms = 5000}};
+    tr_ref router, pc;
+    TU_ASSERT_OK(tr_runtime_router_pool_spawn(e->rt, &cfg, &router));
+    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &pclient_beh,
+                                  &(pclient){.router = router, .report = e->inbox_ref},
+                                  sizeof(pclient), &pc));
+    tu_env_start(e);
+    /* Requests made before the routees exist are held, then answered;
+     * round robin over the 4 once all have started. */
+    uint32_t answered, routees;
+    int64_t end = tu_now_ms() + 10000;
+    do {
+        assert_true(tu_now_ms() < end);
+        assert_int_equal(pool_round(e, pc, 40, &answered, &routees), 40);
+        assert_int_equal(answered, 40);
+    } while (routees < 4);
+    /* Both worker processes die: requests in flight are failed back (none
+     * vanish), the routees are restarted in the restarted workers and
+     * the pool serves all 4 again. */
+    for (unsigned i = 0; i < 2; i++)
+        assert_int_equal(kill(tr_pool_worker_pid(e->rt, i), SIGKILL), 0);
+    assert_int_equal(pool_round(e, pc, 40, &answered, &routees), 40);
+    end = tu_now_ms() + 10000;
+    do {
+        assert_true(tu_now_ms() < end);
+        assert_int_equal(pool_round(e, pc, 40, &answered, &routees), 40);
+    } while (answered < 40 || routees < 4);
+    tu_env_finish(e);
+}
+
 int main(int argc, char **argv) {
     tr_register("square", &square_beh);
     tr_register("hang", &hang_beh);
@@ -870,6 +986,7 @@ int main(int argc, char **argv) {
         TU_TEST(test_queued_request_dropped_when_requester_ends),
         TU_TEST(test_running_request_sees_requester_end),
         TU_TEST(test_request_cancelled_in_worker),
+        TU_TEST(test_supervised_pool_of_remote_routees),
         cmocka_unit_test_teardown(test_main_killed_workers_exit,
                                   kill_leftovers),
         cmocka_unit_test_teardown(test_main_hung_workers_exit,
