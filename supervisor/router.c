@@ -48,6 +48,8 @@ typedef struct pool {
     tr_restart restart;
     int64_t shutdown_ms;
     char remote[64], node[64];
+    bool bounded;
+    tr_mailbox_limit limit;
     tr_ref sup_ref;
     uint32_t size; /* slots wanted: 0..size-1 */
     uint32_t made; /* slots the supervisor has a spec for */
@@ -186,7 +188,8 @@ static void slot_spec(const pool *p, uint32_t slot, char *name,
                          .restart = p->restart,
                          .shutdown_ms = p->shutdown_ms,
                          .remote = p->remote[0] ? p->remote : NULL,
-                         .node = p->node[0] ? p->node : NULL};
+                         .node = p->node[0] ? p->node : NULL,
+                         .mailbox = p->bounded ? &p->limit : NULL};
 }
 
 static int pool_start(tr_ctx *ctx, pool *p) {
@@ -495,6 +498,10 @@ static int pool_new(const tr_router_pool_config *cfg, pool **out) {
     p->shutdown_ms = t->shutdown_ms;
     snprintf(p->remote, sizeof p->remote, "%s", t->remote ? t->remote : "");
     snprintf(p->node, sizeof p->node, "%s", t->node ? t->node : "");
+    if (t->mailbox != NULL) {
+        p->bounded = true;
+        p->limit = *t->mailbox;
+    }
     p->size = cfg->size;
     p->hold_max = cfg->hold != 0 ? cfg->hold : 1024;
     if (t->init_len > 0) {

@@ -332,7 +332,9 @@ static void start_one(tr_ctx *ctx, tr__sup *s, tr__sup_child *c) {
                  ? tr__spawn_placed(ctx, c->node[0] ? c->node : NULL,
                                     c->remote, c->blob, c->blob_len,
                                     TR__SUP_TAG_STARTED, &r)
-                 : tr_spawn(ctx, c->wrap, c->blob, c->blob_len, &r);
+             : c->bounded ? tr_spawn_bounded(ctx, c->wrap, c->blob, c->blob_len,
+                                             &c->limit, &r)
+                          : tr_spawn(ctx, c->wrap, c->blob, c->blob_len, &r);
     c->inc++;
     c->started_ms = tr_now_ms();
     c->st = TR__CH_STARTING;

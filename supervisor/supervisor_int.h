@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "troupe/actor.h"
+#include "troupe/bounded.h"
 #include "troupe/error.h"
 #include "troupe/lifecycle.h"
 #include "troupe/supervisor.h"
@@ -53,6 +54,8 @@ typedef struct tr__sup_child {
     size_t blob_len;
     char remote[64]; /* registered behaviour name; "" = local */
     char node[64];   /* "" = the worker pool */
+    bool bounded;    /* local: spawned with `limit` */
+    tr_mailbox_limit limit;
     tr_restart restart;
     int64_t shutdown_ms;
     tr_ref ref; /* live incarnation, or none */

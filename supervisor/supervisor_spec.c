@@ -161,7 +161,10 @@ int tr__sup_check_spec(const tr_sup_spec *spec, int depth) {
         (spec->init == NULL && spec->init_len > 0) ||
         spec->init_len > spec->behavior->state_size ||
         (unsigned)spec->restart > TR_RESTART_TEMPORARY ||
-        spec->shutdown_ms < -1 || spec->shutdown_ms > TR_SUP_TIME_MAX_MS)
+        spec->shutdown_ms < -1 || spec->shutdown_ms > TR_SUP_TIME_MAX_MS ||
+        (spec->mailbox != NULL &&
+         (spec->mailbox->max_msgs == 0 ||
+          (unsigned)spec->mailbox->policy > TR_OVERFLOW_REJECT)))
         return TR_EINVAL;
     if (spec->behavior != &tr_sup_behavior || depth >= CHECK_DEPTH)
         return 0;
@@ -215,6 +218,10 @@ int tr__sup_child_new(const tr_sup_spec *spec, tr__sup_child **out) {
     if (spec->init_len > 0)
         memcpy(c->blob + TR__SUP_HDR, spec->init, spec->init_len);
     strcpy(c->name, spec->name); /* length checked: < TR_SUP_NAME_MAX */
+    if (spec->mailbox != NULL) {
+        c->bounded = true;
+        c->limit = *spec->mailbox;
+    }
     c->restart = spec->restart;
     c->shutdown_ms = spec->shutdown_ms;
     c->st = TR__CH_RESTARTING; /* to be started */

@@ -341,6 +341,91 @@ static void test_foreign_send_waits(void **state) {
     tu_env_finish(e);
 }
 
+/* Misuse gets a clear error: waiting from a handler (actors are muted
+ * instead), stats of an unbounded actor, a bad limit. */
+static int misuse_start(tr_ctx *ctx, void *st) {
+    tr_ref *report = st;
+    tr_msg *m = tr_msg_new_u64(1, 1);
+    int rc = tr_runtime_send_wait(tr_ctx_runtime(ctx), *report, &m, 10);
+    if (m != NULL)
+        tr_msg_destroy(&m);
+    tu_report(ctx, *report, 2, (uint64_t)(int64_t)rc);
+    return 0;
+}
+
+static const tr_behavior misuse_beh = {.name = "misuse",
+                                       .handle = tu_keeper_handle,
+                                       .on_start = misuse_start,
+                                       .state_size = sizeof(tr_ref)};
+
+static void test_misuse_errors(void **state) {
+    tu_env *e = *state;
+    tu_env_init(e, 1);
+    tr_ref keeper = tu_spawn_keeper(e), r;
+    tr_mailbox_stats ms;
+    TU_ASSERT_RC(tr_mailbox_stats_get(e->rt, keeper, &ms), TR_ESTATE);
+    TU_ASSERT_RC(tr_runtime_spawn_bounded(
+                     e->rt, &consumer_beh, NULL, 0,
+                     &(tr_mailbox_limit){.max_msgs = 0}, &r),
+                 TR_EINVAL);
+    TU_ASSERT_RC(tr_runtime_spawn_bounded(
+                     e->rt, &consumer_beh, NULL, 0,
+                     &(tr_mailbox_limit){.max_msgs = 4,
+                                         .policy = (tr_overflow)9},
+                     &r),
+                 TR_EINVAL);
+    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &misuse_beh, &e->inbox_ref,
+                                  sizeof e->inbox_ref, NULL));
+    tu_env_start(e);
+    assert_int_equal((int)(int64_t)tu_recv_u64(e, 2, TU_PROMPT_MS), TR_ESTATE);
+    tu_env_finish(e);
+}
+
+/* A supervisor's child spec may carry a mailbox limit: every incarnation
+ * is bounded, restarts included. */
+static void test_supervised_child_is_bounded(void **state) {
+    tu_env *e = *state;
+    tu_env_init(e, 2);
+    tr_mailbox_limit lim = {.max_msgs = 3, .policy = TR_OVERFLOW_REJECT};
+    tr_sup_spec spec = {.name = "b",
+                        .behavior = &consumer_beh,
+                        .restart = TR_RESTART_PERMANENT,
+                        .shutdown_ms = 100,
+                        .mailbox = &lim};
+    tr_sup_config sc = TR_SUP_CONFIG_INIT;
+    sc.intensity = 5;
+    tr_sup_spec bad = spec;
+    bad.mailbox = &(tr_mailbox_limit){.max_msgs = 0};
+    tr_ref sup;
+    TU_ASSERT_RC(tr_sup_runtime_start(e->rt, &sc, &bad, 1, &sup), TR_EINVAL);
+    TU_ASSERT_OK(tr_sup_runtime_start(e->rt, &sc, &spec, 1, &sup));
+    tu_env_start(e);
+    for (int round = 0; round < 2; round++) {
+        tr_sup_child_info *kids = NULL;
+        size_t n = 0;
+        TU_ASSERT_OK(tr_sup_which_children_sync(e->rt, sup, 5000, &kids, &n));
+        assert_int_equal(n, 1);
+        tr_ref child = kids[0].ref;
+        assert_int_equal(kids[0].restarts, (uint32_t)round);
+        tr_sup_children_free(&kids);
+        tr_mailbox_stats ms;
+        TU_ASSERT_OK(tr_mailbox_stats_get(e->rt, child, &ms));
+        assert_int_equal(ms.max_msgs, 3);
+        /* Killed: restarted, bounded again. */
+        TU_ASSERT_OK(tr_kill(e->rt, child));
+        TU_ASSERT_EVENTUALLY(!tr_actor_alive(e->rt, child), TU_PROMPT_MS);
+        tr_sup_child_info *k2 = NULL;
+        TU_ASSERT_EVENTUALLY(
+            (tr_sup_which_children_sync(e->rt, sup, 5000, &k2, &n) == 0 &&
+             n == 1 && k2[0].restarts == (uint32_t)round + 1 &&
+             k2[0].state == TR_SUP_CHILD_RUNNING) ||
+                (tr_sup_children_free(&k2), false),
+            TU_PROMPT_MS);
+        tr_sup_children_free(&k2);
+    }
+    tu_env_finish(e);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST(test_reject),
@@ -351,6 +436,8 @@ int main(void) {
         TU_TEST(test_reply_reaches_full_requester),
         TU_TEST(test_backpressure_mutes_producer_in_order),
         TU_TEST(test_foreign_send_waits),
+        TU_TEST(test_misuse_errors),
+        TU_TEST(test_supervised_child_is_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

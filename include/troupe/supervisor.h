@@ -109,6 +109,8 @@
 #include "message.h"
 #include "runtime.h"
 
+struct tr_mailbox_limit; /* bounded.h */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -165,6 +167,10 @@ typedef struct tr_sup_spec {
     int64_t shutdown_ms; /* 0 brutal kill, > 0 grace, -1 behaviour's */
     const char *remote;  /* registered behaviour name; NULL = local */
     const char *node;    /* with remote: that node; NULL = worker pool */
+    /* Local children: a bounded mailbox for every incarnation (bounded.h;
+     * copied); NULL = unbounded. Ignored for remote children (their
+     * mailboxes are bounded by credit). */
+    const struct tr_mailbox_limit *mailbox;
 } tr_sup_spec;
 
 typedef struct tr_sup_config {
