@@ -345,6 +345,7 @@ void tr__debug_monitor(tr_runtime *rt) {
 
 static void drop_dead_letter(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
     bump(&ctx->st.dead_letters);
+    tr__request_fail(ctx->rt, ctx, m, TR_ENOACTOR);
     if (tr__log_enabled(TR_LOG_DEBUG))
         tr__log_sampled(&dead_letter_log_count, TR_LOG_DEBUG,
                         "dead letter: tag 0x%x to slot %u gen %u", m->tag,

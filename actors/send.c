@@ -185,6 +185,20 @@ TR_API int tr_runtime_send_u64(tr_runtime *rt, tr_ref to, uint32_t tag,
     return send_built(rt, caller_ctx(rt), to, tr_msg_new_u64(tag, value));
 }
 
+void tr__request_fail(tr_runtime *rt, tr_ctx *ctx, const tr_msg *m, int err) {
+    if (!(m->flags & TR__F_REQUEST) ||
+        (m->flags & (TR__F_REPLY | TR__F_SYS | TR__F_TIMEOUT)) ||
+        tr_ref_is_none(m->sender))
+        return;
+    tr_msg *f = tr_msg_new_u64(TR_TAG_REQUEST_FAILED, (uint64_t)(int64_t)err);
+    if (f == NULL)
+        return; /* the requester's timeout still tells */
+    f->flags |= TR__F_REPLY;
+    f->req_id = m->req_id;
+    if (tr__send(rt, ctx, m->sender, f) != 0)
+        tr__msg_free(f); /* the requester is gone too */
+}
+
 TR_API int tr_forward(tr_ctx *ctx, tr_ref to, tr_msg *msg) {
     if (ctx == NULL || msg == NULL)
         return TR_EINVAL;

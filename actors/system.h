@@ -232,6 +232,9 @@ struct tr_runtime {
 
 tr__actor *tr__slot_lookup(tr_runtime *rt, uint64_t id);
 int tr__send(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m);
+/* If m is a request (not a reply, not a system message), answers its
+ * requester with TR_TAG_REQUEST_FAILED (err): it will never be handled. */
+void tr__request_fail(tr_runtime *rt, tr_ctx *ctx, const tr_msg *m, int err);
 /* Guard for pushes from non-worker threads (see send.c). */
 bool tr__foreign_enter(tr_runtime *rt);
 void tr__foreign_leave(tr_runtime *rt);

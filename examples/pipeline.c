@@ -1,95 +1,56 @@
-/* pipeline — producer -> CPU-heavy stage in worker processes -> consumer.
+/* pipeline — source -> parse -> CPU stage in worker processes -> sink.
  *
  * Design notes
  * ------------
- * Two modes share the producer's item stream, the consumer and the
- * progress line; they differ in where the CPU stage runs.
+ * A distributed pipeline built from troupe's toolkit, with no flow-control
+ * code of its own: every hop is bounded by the runtime.
  *
- * Worker processes (the default). The K workers are remote actors of the
- * registered behaviour "pipeline.worker", spread over a pool of P worker
- * processes (tr_pool_start; each process is this program run again in
- * worker mode, which is why main() registers the behaviour and calls
- * tr_worker_main() before anything else). The producer is also the
- * dispatcher:
+ *   supervisor "pipeline" (one_for_all, intensity 0: a failed stage ends
+ *   |                      the run, every stage stopped in order)
+ *   +- progress  live status line (a periodic timer)
+ *   +- sink      bounded mailbox (backpressure): checks each id once,
+ *   |            sums the digests, aggregates them into 16 buckets
+ *   +- parse     bounded mailbox (backpressure): text record -> item;
+ *   |  |         one request per item to the CPU pool; replies forwarded
+ *   |  |         to the sink; failed requests sent again
+ *   |  +- pool   router (least loaded) over K routees of the registered
+ *   |            behaviour "pipeline.worker" in P worker processes, the
+ *   |            children of the pool's own supervisor (router.h)
+ *   +- source    makes the records id 1..N, 256 per turn
+ *      +- killer (--kill-worker-every) kill -9 of a random worker process
  *
- *   producer --request ITEM--> proxy ~~ipc~~> worker[k] (process p)
- *      |  ^   <--reply RESULT--  proxy <~~~~~ (id, digest)
- *      |  +---------CREDIT--------+
- *      +--RESULT--> consumer --REPORT--> main
+ * Backpressure, end to end: the sink's mailbox holds at most SINK_LIMIT
+ * results; past that, whoever sends to it (parse) is muted — parked after
+ * its turn, never a thread. A muted parse stops taking records, so its
+ * own mailbox (PARSE_LIMIT) fills and the source is muted. Toward the
+ * worker processes, each remote routee gets at most `window` requests in
+ * flight (credit, granted as its mailbox drains); past that the link
+ * holds them and mutes the router, which mutes parse, which mutes the
+ * source. So a slow sink (--slow-sink) or a slow worker slows the whole
+ * pipeline down and memory stays bounded: the summary shows the peak RSS
+ * and the most requests parse ever had in flight.
  *
- *   - Each item is a tr_request carrying plain data (BYTES: id, value,
- *     ticket); the worker replies with (id, digest, ticket). No pointer
- *     crosses the process boundary.
- *   - Flow control: at most CREDIT_WINDOW requests in flight per worker
- *     (the slot's entries), and at most K * CREDIT_WINDOW results in
- *     flight to the consumer, which grants credit back CREDIT_BATCH at a
- *     time as in local mode. New items are taken only when the outbox to
- *     the consumer is empty and no item waits for a resend, so the items
- *     the producer holds (in flight + waiting to resend + waiting for
- *     consumer credit) never exceed K * CREDIT_WINDOW: memory is bounded
- *     whatever the speed of each stage or process.
- *   - Reliability (at-least-once to the workers, exactly-once to the
- *     consumer). The producer monitors every worker. When a worker's
- *     process dies, the runtime answers its requests in flight with
- *     TR_TAG_REMOTE_FAILED and ends its proxy with TR_ELOST (DOWN). A
- *     failed request moves its item to the resend queue and suspends the
- *     slot; the DOWN moves every item still in flight there to the resend
- *     queue, spawns a replacement worker (the pool has restarted the
- *     process by then) and resumes the slot. Items are idempotent, so a
- *     resend is always safe; each one is counted in `retried`.
- *   - Exactly-once to the consumer: a reply is accepted only if its
- *     ticket (slot, entry, slot generation) and request id name an entry
- *     still in flight; anything else is a stale reply from a replaced
- *     worker, already resent, and is dropped. The consumer's bitmap
- *     still checks it: any duplicate fails the run.
- *   - A watchdog tick (once a second) fails the run if a worker holds
- *     items but has not answered for STALL_MS: a request the runtime
- *     neither answered nor failed back would otherwise hang the pipeline.
- *   - --kill-worker-every: a "killer" child of the producer kill -9s a
- *     random worker process (tr_pool_worker_pid) each period.
+ * Reliability: the CPU stage is registered TR_REG_IDEMPOTENT, so when a
+ * worker process dies the routee's proxy starts it again and resends the
+ * requests it had in flight (at least once; stats.retried). If a proxy
+ * gives up (5 losses in a second) its requests come back failed
+ * (TR_TAG_REMOTE_FAILED) and the pool's supervisor restarts the routee;
+ * parse keeps every request in flight in a table (request id -> item), so
+ * a failed or timed-out request is sent again (counted in `retried`). Each
+ * request has exactly one outcome (a reply, a failure or a timeout; late
+ * replies are discarded by the runtime), so each item reaches the sink
+ * once; the sink's bitmap would catch a duplicate, and main recomputes
+ * the checksum and the buckets sequentially.
  *
- * Local (--local), everything on one runtime, no processes:
- *
- *   producer --ITEM--> worker[k] --RESULT--> consumer --REPORT--> main
- *       ^                 |  ^                  |  |
- *       +-----CREDIT------+  +------CREDIT------+  +--COUNT/FINISH--> progress
- *
- *   - The producer makes items 1..N and deals them round-robin to the
- *     workers it spawned, skipping a worker that has no credit left.
- *   - Flow control is credit-based on each hop (as in Reactive Streams'
- *     request(n)): a sender starts with CREDIT_WINDOW credits per receiver,
- *     spends one per message and sends only while it has credit; the
- *     receiver grants credits back, CREDIT_BATCH at a time (one credit
- *     message per batch, not per item), as it finishes items. A worker
- *     finishes an item when it has handed the result to the consumer, so a
- *     slow consumer stalls the workers, which stall the producer: at most
- *     2 * CREDIT_WINDOW items per worker are ever queued, whatever the
- *     speed of each stage. No deadlock: a receiver owes fewer than
- *     CREDIT_BATCH <= CREDIT_WINDOW credits, so when a sender holds none,
- *     the receiver has items queued or a credit message is on its way.
- *   - Shutdown is ordered by per-sender FIFO alone. After item N the
- *     producer sends EOF to every worker. A worker's EOF comes after all of
- *     its items; once it has also passed all its results on, it returns
- *     its last credits, tells the producer DONE and the consumer EOF, and
- *     stops. The producer stays alive until every worker said DONE (their
- *     credit messages must find it alive), then reports to main and stops.
- *
- * Both modes: the consumer has every result once it has seen an EOF from
- * each of its senders (the K workers, or the producer); it reports to
- * main, tells the progress actor to finish, and stops. Every actor has
- * then ended, so tr_runtime_run returns by quiescence and main prints the
- * summary. SIGINT/SIGTERM: the producer stops taking new items, lets the
- * ones it holds drain (resending as needed), then ends as usual. The
- * progress actor owns a periodic timer (tr_send_every) and redraws one
- * status line on stderr per tick from counts sent to it every
- * PROGRESS_EVERY items: monitoring stays off the hot path. Any actor that
- * fails stops the whole runtime (on_stop); main then finds a report
- * missing and exits 1 instead of hanging.
- *
- * Correctness checks: the consumer marks each id in a bitmap (duplicates
- * and out-of-range ids are counted, never silently summed) and adds up the
- * workers' digests; main recomputes the digest sum sequentially with the
- * same function and compares. */
+ * End of stream and shutdown are ordered by per-sender FIFO: the source
+ * sends EOF after its last record; parse, once it has seen EOF and has
+ * nothing in flight, sends EOF to the sink; the sink reports to main and
+ * ends the supervisor. SIGINT/SIGTERM: the runtime cancels the tree,
+ * youngest first: the source stops making records and sends EOF, parse and
+ * the sink drain (on_cancel returns TR_DRAIN) until their EOF, so every
+ * record made is still accounted for (exit status 128 + signal, lost=0).
+ * Any stage that fails takes the supervisor down with it (intensity 0):
+ * main then finds a report missing and exits 1 instead of hanging. */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L /* isatty, kill */
 #endif
@@ -101,6 +62,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <troupe/troupe.h>
@@ -110,82 +72,86 @@
 #define DEFAULT_ITEMS 200000u
 #define DEFAULT_WORKERS 4u
 #define DEFAULT_PROCESSES 2u
-#define MAX_ITEMS 1000000000u /* the consumer's bitmap: 125 MB at most */
+#define MAX_ITEMS 1000000000u /* the sink's bitmap: 125 MB at most */
 #define MAX_WORKERS 1024u
 #define MAX_THREADS 1024u
 #define MAX_PROCESSES 256u          /* tr_pool_start's limit */
 #define MAX_KILL_PERIOD_MS 3600000u /* an hour */
+#define MAX_SLOW_SINK_US 1000000u
 
 /* The registered name of the remote CPU stage. */
 #define REMOTE_WORKER "pipeline.worker"
 
-/* Items in flight per link (sent, not yet granted back): producer -> each
- * worker and each worker -> consumer. 64 keeps every stage busy across a
- * scheduling hop while bounding the queues. */
-#define CREDIT_WINDOW 64u
-/* Credits a receiver returns per credit message. */
-#define CREDIT_BATCH 16u
-_Static_assert(CREDIT_BATCH >= 1 && CREDIT_BATCH <= CREDIT_WINDOW,
-               "a receiver must never owe more credit than the window");
+/* Mailbox limits (messages) of the two bounded stages. */
+#define PARSE_LIMIT 1024u
+#define SINK_LIMIT 1024u
+/* Records the source makes per turn (then it yields: a muted source is
+ * parked between turns). */
+#define SOURCE_BATCH 256u
+/* Requests in flight to one remote routee (tr_pool_config.window). */
+#define POOL_WINDOW 1024
+/* A request not answered within this is sent again (a worker hung for
+ * longer than the pool's hang timeout has been killed by then). */
+#define REQUEST_TIMEOUT_MS 5000
 
 /* Rounds of the per-item CPU job (see item_digest). */
 #define WORK_ROUNDS 256u
+#define BUCKETS 16u
 
-/* Producer and consumer tell the progress actor their count this often. */
+/* Stages tell the progress actor their count this often. */
 #define PROGRESS_EVERY 1024u
 #define PROGRESS_PERIOD_MS 100
 
-/* A worker that holds items but answers nothing for this long fails the
- * run (checked every WATCHDOG_PERIOD_MS). An item takes about 0.5 us, so
- * this is never a slow worker, only a request nobody will answer. Twice
- * the pool's default hang timeout (tr_pool_config.hang_timeout_ms, 10 s):
- * a hung process is killed and its items resent before this fires. */
-#define STALL_MS 20000u
-#define WATCHDOG_PERIOD_MS 1000u
+/* Names the stages find each other by (tr_whereis; the supervisor starts
+ * them in this order, so each finds the ones before it). */
+#define NAME_PROGRESS "pipeline.progress"
+#define NAME_SINK "pipeline.sink"
+#define NAME_PARSE "pipeline.parse"
 
 /* Message tags (application tags are below TR_TAG_SYSTEM). */
 enum {
-    TAG_ITEM = 1,        /* producer -> worker: BYTES struct item (a request
-                            to a remote worker) */
-    TAG_EOF,             /* producer -> worker, worker or producer ->
-                            consumer: no more */
-    TAG_CREDIT,          /* worker -> producer: U64 index << 32 | credits;
-                            consumer -> its sender: U64 credits */
-    TAG_DONE,            /* worker -> producer: all my items are handled */
-    TAG_RESULT,          /* worker -> consumer, remote worker -> producer
-                            (the reply), producer -> consumer: BYTES
-                            struct result */
-    TAG_PRODUCED,        /* producer -> progress: U64 items produced so far */
-    TAG_CONSUMED,        /* consumer -> progress: U64 items consumed so far */
-    TAG_RETRIED,         /* producer -> progress: U64 items resent so far */
-    TAG_KILLED,          /* killer -> producer, producer -> progress: U64
-                            worker processes killed so far */
-    TAG_TICK,            /* timer -> progress: redraw */
-    TAG_FINISH,          /* consumer -> progress: U64 final count; stop */
-    TAG_KILL,            /* timer -> killer: kill -9 a worker process */
-    TAG_WATCHDOG,        /* timer -> producer: look for stalled workers */
-    TAG_PRODUCER_REPORT, /* producer -> main: BYTES struct producer_report */
-    TAG_CONSUMER_REPORT  /* consumer -> main: BYTES struct consumer_report */
+    TAG_RECORD = 1,  /* source -> parse: BYTES text "id value" */
+    TAG_ITEM,        /* parse -> pool (a request): BYTES struct item */
+    TAG_RESULT,      /* worker -> parse (the reply), parse -> sink:
+                        BYTES struct result */
+    TAG_EOF,         /* source -> parse, parse -> sink: no more */
+    TAG_PUMP,        /* source -> itself: make the next batch */
+    TAG_PRODUCED,    /* source -> progress: U64 records made so far */
+    TAG_CONSUMED,    /* sink -> progress: U64 items consumed so far */
+    TAG_RETRIED,     /* parse -> progress: U64 requests sent again */
+    TAG_KILLED,      /* killer -> source -> progress: U64 kills so far */
+    TAG_TICK,        /* timer -> progress: redraw */
+    TAG_FINISH,      /* sink -> progress: U64 final count; stop */
+    TAG_KILL,        /* timer -> killer */
+    TAG_SOURCE_REPORT, /* -> main: BYTES struct source_report */
+    TAG_PARSE_REPORT,  /* -> main: BYTES struct parse_report */
+    TAG_SINK_REPORT    /* -> main: BYTES struct sink_report */
+};
+
+/* What every stage is started with (the supervisor copies it into each
+ * child's state: init bytes). */
+struct setup {
+    uint64_t items;
+    uint32_t workers;
+    bool local;          /* CPU stage in this process */
+    bool live;           /* progress line on screen */
+    int64_t kill_every_ms;
+    uint32_t slow_sink_us; /* the sink's extra work per item */
+    tr_ref report_to;    /* main's inbox */
 };
 
 /* ---- the work ---- */
 
-/* Plain data only (these cross process boundaries as BYTES); 24 bytes,
- * inline in a message (TR_MSG_INLINE), no padding to leak. */
+/* Plain data only (these cross process boundaries as BYTES); 16 bytes,
+ * inline in a message, no padding to leak. */
 struct item {
     uint64_t id; /* 1..N */
     uint64_t value;
-    uint64_t ticket; /* remote mode: which in-flight entry this is (see
-                        dispatch_item), echoed in the result; else 0 */
 };
 
 struct result {
     uint64_t id;
     uint64_t digest;
-    /* To the consumer: the sender's index, for its credit (a local
-     * worker's index; 0 for the producer, its only sender in remote
-     * mode). From a remote worker: the item's ticket. */
-    uint64_t route;
 };
 
 /* The value carried by item `id`: splitmix64, so values look random but
@@ -210,10 +176,14 @@ static uint64_t item_digest(uint64_t value) {
     return h;
 }
 
+/* The sink's aggregate: which of the 16 buckets a digest falls in. */
+static unsigned bucket_of(uint64_t digest) {
+    return (unsigned)(digest >> 60);
+}
+
 /* ---- helpers shared by the actors ---- */
 
-/* Builds a BYTES message (copied inline: these structs fit in
- * TR_MSG_INLINE) and sends it; the message is freed if the send fails. */
+/* Builds a BYTES message and sends it; freed if the send fails. */
 static int send_bytes(tr_ctx *ctx, tr_ref to, uint32_t tag, const void *data,
                       size_t len) {
     tr_msg *m = tr_msg_new_bytes(tag, data, len);
@@ -236,27 +206,31 @@ static int read_bytes(const tr_msg *msg, void *out, size_t len) {
     return 0;
 }
 
-/* A failed actor takes the pipeline down: the others would otherwise wait
- * for it forever. Shutdown (reason TR_EXIT_SHUTDOWN) and normal ends are
- * not failures. */
-static void stop_on_failure(tr_ctx *ctx, const char *who, int reason) {
-    if (reason >= 0)
-        return;
-    fprintf(stderr, "pipeline: %s failed: %s (%s)\n", who, tr_strerror(reason),
-            tr_err_name(reason));
-    tr_runtime_stop(tr_ctx_runtime(ctx));
+/* A stage finds an earlier one by name (registered in its on_start). */
+static int find(tr_ctx *ctx, const char *name, tr_ref *out) {
+    int rc = tr_whereis(tr_ctx_runtime(ctx), name, out);
+    if (rc != 0)
+        return tr_fail(ctx, rc, "stage '%s' not found", name);
+    return 0;
+}
+
+static int register_as(tr_ctx *ctx, const char *name) {
+    int rc = tr_name_register(tr_ctx_runtime(ctx), name, tr_self(ctx));
+    if (rc != 0)
+        return tr_fail(ctx, rc, "cannot register '%s'", name);
+    return 0;
+}
+
+static void report_failure(const char *who, int reason) {
+    if (reason < 0)
+        fprintf(stderr, "pipeline: %s failed: %s (%s)\n", who,
+                tr_strerror(reason), tr_err_name(reason));
 }
 
 /* ---- progress ---- */
 
-struct progress_config {
-    uint64_t items;
-    bool live;   /* draw the line (stderr is a terminal, not --quiet) */
-    bool remote; /* worker processes: show resends and kills too */
-};
-
 struct progress_state {
-    struct progress_config cfg;
+    struct setup cfg;
     tr_timer_id timer;
     uint64_t produced, consumed, retried, killed;
     uint64_t last_consumed; /* at the previous tick, for the rate */
@@ -272,9 +246,9 @@ static void progress_erase(struct progress_state *p) {
     p->drawn = false;
 }
 
-/* One write to a terminal per tick: cheap enough to do in the handler
- * rather than through tr_offload. Ticks show the rate since the previous
- * tick; the final line shows the average over the run and ends the line. */
+/* One write to a terminal per tick: cheap enough to do in the handler.
+ * Ticks show the rate since the previous tick; the final line shows the
+ * average over the run and ends the line. */
 static void progress_draw(struct progress_state *p, bool final) {
     int64_t now = tr_now_ns();
     int64_t since = final ? p->start_ns : p->last_ns;
@@ -285,7 +259,7 @@ static void progress_draw(struct progress_state *p, bool final) {
                      ? 100.0 * (double)p->consumed / (double)p->cfg.items
                      : 100.0;
     char extra[96] = "";
-    if (p->cfg.remote)
+    if (!p->cfg.local)
         snprintf(extra, sizeof extra,
                  "  retried %" PRIu64 "  workers killed %" PRIu64, p->retried,
                  p->killed);
@@ -303,8 +277,9 @@ static void progress_draw(struct progress_state *p, bool final) {
 static int progress_start(tr_ctx *ctx, void *state) {
     struct progress_state *p = state;
     p->start_ns = p->last_ns = tr_now_ns();
-    if (!p->cfg.live)
-        return 0;
+    int rc = register_as(ctx, NAME_PROGRESS);
+    if (rc != 0 || !p->cfg.live)
+        return rc;
     return tr_send_every(tr_ctx_runtime(ctx), tr_self(ctx), PROGRESS_PERIOD_MS,
                          TAG_TICK, &p->timer);
 }
@@ -330,9 +305,6 @@ static int progress_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     case TAG_FINISH:
         p->consumed = tr_msg_u64(msg);
         if (p->timer.id != 0) {
-            /* TR_ENOTFOUND cannot happen for a periodic timer of a live
-             * actor; a tick already queued behind this message becomes a
-             * dead letter when we stop. */
             int rc = tr_timer_cancel(tr_ctx_runtime(ctx), p->timer);
             p->timer.id = 0;
             if (rc != 0)
@@ -347,8 +319,9 @@ static int progress_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
 }
 
 static void progress_stop(tr_ctx *ctx, void *state, int reason) {
+    (void)ctx;
     progress_erase(state); /* failure: no half line before the summary */
-    stop_on_failure(ctx, "progress", reason);
+    report_failure("progress", reason);
 }
 
 /* The runtime's log lines (a worker process died, ...) come from any
@@ -362,281 +335,34 @@ static void log_above_progress(tr_log_level level, const char *line,
             (unsigned)level < 4 ? names[level] : "log", line);
 }
 
+/* Stopped by the supervisor: wait for the sink's FINISH (the final line)
+ * within its grace. */
+static int progress_cancel(tr_ctx *ctx, void *state, int reason) {
+    (void)ctx;
+    (void)state;
+    (void)reason;
+    return TR_DRAIN;
+}
+
 static const tr_behavior progress_behavior = {
     .name = "progress",
     .handle = progress_handle,
     .on_start = progress_start,
+    .on_cancel = progress_cancel,
     .on_stop = progress_stop,
     .state_size = sizeof(struct progress_state),
 };
 
-/* ---- local worker (--local) ---- */
+/* ---- the CPU stage (runs in a worker process, or locally) ---- */
 
-struct worker_config {
-    tr_ref producer, consumer;
-    uint32_t index; /* echoed in credit messages and results */
-};
-
-struct worker_state {
-    struct worker_config cfg;
-    uint32_t owed;   /* credits earned from the producer, not yet granted */
-    uint32_t credit; /* results the consumer will still accept */
-    bool eof;        /* the producer sent its last item */
-    /* Results waiting for consumer credit. Never more than CREDIT_WINDOW:
-     * an item's producer credit returns only once its result is sent. */
-    uint32_t out_head, out_count;
-    struct result outbox[CREDIT_WINDOW];
-};
-
-static int worker_grant(tr_ctx *ctx, struct worker_state *w) {
-    if (w->owed == 0)
-        return 0;
-    int rc = tr_send_u64(ctx, w->cfg.producer, TAG_CREDIT,
-                         (uint64_t)w->cfg.index << 32 | w->owed);
-    if (rc == 0)
-        w->owed = 0;
-    return rc;
-}
-
-/* Sends queued results while the consumer has credit for them; after EOF
- * and the last result, ends the worker. */
-static int worker_flush(tr_ctx *ctx, struct worker_state *w) {
-    int rc;
-    while (w->out_count > 0 && w->credit > 0) {
-        const struct result *r = &w->outbox[w->out_head];
-        rc = send_bytes(ctx, w->cfg.consumer, TAG_RESULT, r, sizeof *r);
-        if (rc != 0)
-            return rc;
-        w->out_head = (w->out_head + 1) % CREDIT_WINDOW;
-        w->out_count--;
-        w->credit--;
-        if (++w->owed >= CREDIT_BATCH && (rc = worker_grant(ctx, w)) != 0)
-            return rc;
-    }
-    if (!w->eof || w->out_count > 0)
-        return 0;
-    /* Order matters only per receiver: credits before DONE to the
-     * producer; results (already sent) before EOF to the consumer. */
-    if ((rc = worker_grant(ctx, w)) != 0 ||
-        (rc = tr_send_tag(ctx, w->cfg.producer, TAG_DONE)) != 0 ||
-        (rc = tr_send_tag(ctx, w->cfg.consumer, TAG_EOF)) != 0)
-        return rc;
-    return TR_STOP;
-}
-
-static int worker_start(tr_ctx *ctx, void *state) {
-    (void)ctx;
-    struct worker_state *w = state;
-    w->credit = CREDIT_WINDOW;
-    return 0;
-}
-
+/* Stateless: each request is one item, each reply its digest. */
 static int worker_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
-    struct worker_state *w = state;
-    switch (tr_msg_tag(msg)) {
-    case TAG_ITEM: {
-        struct item it;
-        int rc = read_bytes(msg, &it, sizeof it);
-        if (rc != 0)
-            return rc;
-        if (w->eof || w->out_count == CREDIT_WINDOW)
-            return TR_EPROTO; /* the producer overran its credit */
-        uint32_t tail = (w->out_head + w->out_count) % CREDIT_WINDOW;
-        w->outbox[tail] =
-            (struct result){it.id, item_digest(it.value), w->cfg.index};
-        w->out_count++;
-        return worker_flush(ctx, w);
-    }
-    case TAG_CREDIT: {
-        uint64_t granted = tr_msg_u64(msg);
-        if (granted > CREDIT_WINDOW - w->credit)
-            return TR_EPROTO; /* more than the window: a bug */
-        w->credit += (uint32_t)granted;
-        return worker_flush(ctx, w);
-    }
-    case TAG_EOF:
-        w->eof = true;
-        return worker_flush(ctx, w);
-    default:
-        return TR_EPROTO;
-    }
-}
-
-static void worker_stop(tr_ctx *ctx, void *state, int reason) {
-    (void)state;
-    stop_on_failure(ctx, "worker", reason);
-}
-
-static const tr_behavior worker_behavior = {
-    .name = "worker",
-    .handle = worker_handle,
-    .on_start = worker_start,
-    .on_stop = worker_stop,
-    .state_size = sizeof(struct worker_state),
-};
-
-/* ---- local producer (--local) ---- */
-
-struct producer_config {
-    uint64_t items;
-    uint32_t nworkers;
-    tr_ref consumer, progress, report_to;
-};
-
-struct producer_report {
-    uint64_t produced;
-    uint64_t interrupted; /* 1: cancelled (SIGINT/SIGTERM) and drained */
-    uint64_t retried;     /* items resent after a worker process was lost */
-    uint64_t killed;      /* worker processes kill -9'd (--kill-worker-every) */
-};
-
-struct producer_state {
-    struct producer_config cfg;
-    tr_ref *workers;  /* nworkers, spawned in on_start */
-    uint32_t *credit; /* per worker: items it may still be sent */
-    /* Round-robin line of the workers that have credit, each at most once:
-     * picking the next worker is O(1) however many are waiting for credit
-     * (a scan over all workers would cost O(workers) per item). */
-    uint32_t *ready;
-    uint32_t ready_head, ready_count;
-    uint64_t next_id; /* next item to produce; produced = next_id - 1 */
-    uint32_t done;    /* workers that said DONE */
-    bool eof_sent;
-    bool interrupted;
-};
-
-static void producer_ready(struct producer_state *p, uint32_t k) {
-    uint32_t n = p->cfg.nworkers;
-    p->ready[(p->ready_head + p->ready_count) % n] = k;
-    p->ready_count++;
-}
-
-/* Sends items while some worker has credit (at most nworkers *
- * CREDIT_WINDOW per call, so a turn stays short), then EOF once all are
- * out. */
-static int producer_pump(tr_ctx *ctx, struct producer_state *p) {
-    int rc;
-    uint32_t n = p->cfg.nworkers;
-    while (p->next_id <= p->cfg.items && p->ready_count > 0) {
-        uint32_t k = p->ready[p->ready_head];
-        p->ready_head = (p->ready_head + 1) % n;
-        p->ready_count--;
-        struct item it = {p->next_id, item_value(p->next_id), 0};
-        rc = send_bytes(ctx, p->workers[k], TAG_ITEM, &it, sizeof it);
-        if (rc != 0)
-            return rc;
-        if (--p->credit[k] > 0)
-            producer_ready(p, k); /* to the back of the line */
-        uint64_t produced = p->next_id++;
-        if (produced % PROGRESS_EVERY == 0 &&
-            (rc = tr_send_u64(ctx, p->cfg.progress, TAG_PRODUCED, produced)) !=
-                0)
-            return rc;
-    }
-    if (p->next_id > p->cfg.items && !p->eof_sent) {
-        p->eof_sent = true;
-        if ((rc = tr_send_u64(ctx, p->cfg.progress, TAG_PRODUCED,
-                              p->next_id - 1)) != 0)
-            return rc;
-        for (uint32_t k = 0; k < n; k++)
-            if ((rc = tr_send_tag(ctx, p->workers[k], TAG_EOF)) != 0)
-                return rc;
-    }
-    return 0;
-}
-
-static int producer_start(tr_ctx *ctx, void *state) {
-    struct producer_state *p = state;
-    uint32_t n = p->cfg.nworkers;
-    p->workers = calloc(n, sizeof *p->workers);
-    p->credit = calloc(n, sizeof *p->credit);
-    p->ready = calloc(n, sizeof *p->ready);
-    if (p->workers == NULL || p->credit == NULL || p->ready == NULL)
-        return TR_ENOMEM; /* on_stop frees what was allocated */
-    p->next_id = 1;
-    for (uint32_t k = 0; k < n; k++) {
-        struct worker_config wc = {tr_self(ctx), p->cfg.consumer, k};
-        int rc =
-            tr_spawn(ctx, &worker_behavior, &wc, sizeof wc, &p->workers[k]);
-        if (rc != 0)
-            return rc;
-        p->credit[k] = CREDIT_WINDOW;
-        producer_ready(p, k);
-    }
-    return producer_pump(ctx, p);
-}
-
-static int producer_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
-    struct producer_state *p = state;
-    switch (tr_msg_tag(msg)) {
-    case TAG_CREDIT: {
-        uint64_t v = tr_msg_u64(msg);
-        uint32_t k = (uint32_t)(v >> 32);
-        uint32_t granted = (uint32_t)v;
-        if (k >= p->cfg.nworkers || granted > CREDIT_WINDOW - p->credit[k])
-            return TR_EPROTO; /* more credit than the window: a bug */
-        if (p->credit[k] == 0 && granted > 0)
-            producer_ready(p, k); /* was out of the line */
-        p->credit[k] += granted;
-        return producer_pump(ctx, p);
-    }
-    case TAG_DONE: {
-        if (++p->done < p->cfg.nworkers)
-            return 0;
-        struct producer_report rep = {p->next_id - 1, p->interrupted, 0, 0};
-        int rc = send_bytes(ctx, p->cfg.report_to, TAG_PRODUCER_REPORT, &rep,
-                            sizeof rep);
-        return rc != 0 ? rc : TR_STOP;
-    }
-    default:
-        return TR_EPROTO;
-    }
-}
-
-/* Graceful shutdown (SIGINT/SIGTERM): produce nothing more, let the items
- * in flight drain through the workers and the consumer, then end as
- * usual: nothing accepted is lost. Past its grace the runtime kills it. */
-static int producer_cancel(tr_ctx *ctx, void *state, int reason) {
-    struct producer_state *p = state;
-    (void)reason;
-    if (p->workers == NULL)
-        return 0;
-    p->interrupted = true;
-    p->cfg.items = p->next_id - 1;
-    return producer_pump(ctx, p) == 0 ? TR_DRAIN : 0;
-}
-
-static void producer_stop(tr_ctx *ctx, void *state, int reason) {
-    struct producer_state *p = state;
-    free(p->workers);
-    free(p->credit);
-    free(p->ready);
-    p->workers = NULL;
-    p->credit = NULL;
-    p->ready = NULL;
-    stop_on_failure(ctx, "producer", reason);
-}
-
-static const tr_behavior producer_behavior = {
-    .name = "producer",
-    .handle = producer_handle,
-    .on_start = producer_start,
-    .on_stop = producer_stop,
-    .on_cancel = producer_cancel,
-    .state_size = sizeof(struct producer_state),
-};
-
-/* ---- remote worker (runs in a worker process) ---- */
-
-/* Stateless: each request is one item, each reply its digest. A worker
- * process may die at any time; the producer resends what it held. */
-static int remote_worker_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     (void)state;
     struct item it;
     if (tr_msg_tag(msg) != TAG_ITEM || !tr_msg_is_request(msg) ||
         read_bytes(msg, &it, sizeof it) != 0)
         return TR_EPROTO;
-    struct result r = {it.id, item_digest(it.value), it.ticket};
+    struct result r = {it.id, item_digest(it.value)};
     tr_msg *reply = tr_msg_new_bytes(TAG_RESULT, &r, sizeof r);
     if (reply == NULL)
         return TR_ENOMEM;
@@ -646,9 +372,9 @@ static int remote_worker_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     return rc;
 }
 
-static const tr_behavior remote_worker_behavior = {
+static const tr_behavior worker_behavior = {
     .name = REMOTE_WORKER,
-    .handle = remote_worker_handle,
+    .handle = worker_handle,
 };
 
 /* ---- killer (--kill-worker-every) ---- */
@@ -693,486 +419,404 @@ static const tr_behavior killer_behavior = {
     .state_size = sizeof(struct killer_state),
 };
 
-/* ---- producer with remote workers (the default mode) ---- */
+/* ---- source ---- */
 
-struct dispatcher_config {
-    uint64_t items;
-    uint32_t nworkers;
-    int64_t kill_every_ms; /* 0: no killer */
-    tr_ref consumer, progress, report_to;
+struct source_report {
+    uint64_t produced;
+    uint64_t killed;
+    uint64_t interrupted; /* 1: stopped early by a signal */
 };
 
-/* One remote worker and the requests in flight to it. An entry is free
- * when its id is 0; free_pos is a stack of the free entries. */
-struct slot {
-    tr_ref worker;    /* the remote actor's local proxy */
-    uint64_t monitor; /* our monitor on it */
-    uint32_t gen;     /* bumped when the worker is replaced */
-    uint32_t nfree;
-    bool in_ring;   /* in the dispatcher's ready ring */
-    bool suspended; /* lost (a request failed back): wait for its DOWN */
-    uint32_t stalled_ticks;         /* watchdog ticks without a reply */
-    uint64_t replies, replies_seen; /* replies_seen: at the last tick */
-    uint8_t free_pos[CREDIT_WINDOW];
-    struct {
-        uint64_t id, req_id;
-    } entry[CREDIT_WINDOW];
-};
-_Static_assert(CREDIT_WINDOW <= 256, "free_pos holds entry numbers in bytes");
-_Static_assert(UINT32_MAX / CREDIT_WINDOW >= MAX_WORKERS,
-               "a ticket holds slot * CREDIT_WINDOW + entry in 32 bits");
-
-struct dispatcher_state {
-    struct dispatcher_config cfg;
-    struct slot *slots;
-    uint32_t *ready; /* ring of slots with a free entry, each at most once */
-    uint32_t ready_head, ready_count;
-    uint64_t *resend; /* ring of items to resend, capacity `held` */
-    uint32_t resend_head, resend_count;
-    struct result *outbox; /* results waiting for consumer credit */
-    uint32_t out_head, out_count;
-    uint32_t held;     /* K * CREDIT_WINDOW: the bound on items held */
-    uint32_t credit;   /* results the consumer will still accept */
-    uint64_t inflight; /* entries in use over all slots */
-    uint64_t next_id;  /* next new item; produced = next_id - 1 */
-    uint64_t retried, killed;
-    tr_timer_id watchdog;
-    tr_ref killer;
-    bool interrupted, finished;
+struct source_state {
+    struct setup cfg;
+    tr_ref parse, progress;
+    uint64_t next; /* the next id to make */
+    struct source_report rep;
+    bool done;
 };
 
-static void ready_push(struct dispatcher_state *d, uint32_t k) {
-    struct slot *s = &d->slots[k];
-    if (s->in_ring || s->suspended || s->nfree == 0)
-        return;
-    s->in_ring = true;
-    d->ready[(d->ready_head + d->ready_count) % d->cfg.nworkers] = k;
-    d->ready_count++;
-}
-
-static void resend_push(struct dispatcher_state *d, uint64_t id) {
-    /* Cannot overflow: see "Flow control" in the design notes. */
-    d->resend[(d->resend_head + d->resend_count) % d->held] = id;
-    d->resend_count++;
-}
-
-/* Moves slot k's entry e back to the resend queue. */
-static void entry_resend(struct dispatcher_state *d, uint32_t k, uint32_t e) {
-    struct slot *s = &d->slots[k];
-    resend_push(d, s->entry[e].id);
-    s->entry[e].id = 0;
-    s->free_pos[s->nfree++] = (uint8_t)e;
-    d->inflight--;
-    d->retried++;
-}
-
-/* Spawns slot k's worker (first time or replacement) and monitors it. The
- * proxy is usable at once: requests wait in it until the remote actor
- * exists. */
-static int slot_spawn(tr_ctx *ctx, struct dispatcher_state *d, uint32_t k) {
-    struct slot *s = &d->slots[k];
-    int rc = tr_spawn_remote(ctx, REMOTE_WORKER, NULL, 0, &s->worker);
+static int source_start(tr_ctx *ctx, void *state) {
+    struct source_state *s = state;
+    s->next = 1;
+    int rc = find(ctx, NAME_PARSE, &s->parse);
     if (rc == 0)
-        rc = tr_monitor(ctx, s->worker, &s->monitor);
-    if (rc != 0)
-        return rc;
-    s->gen++;
-    s->suspended = false;
-    s->stalled_ticks = 0;
-    ready_push(d, k);
-    return 0;
-}
-
-/* Sends item id to slot k as a request. The ticket names the entry and
- * the slot's generation, so a reply is matched in O(1) and a reply from a
- * replaced worker is recognised. */
-static int dispatch_item(tr_ctx *ctx, struct dispatcher_state *d, uint32_t k,
-                         uint64_t id) {
-    struct slot *s = &d->slots[k];
-    uint32_t e = s->free_pos[s->nfree - 1];
-    struct item it = {id, item_value(id),
-                      (uint64_t)s->gen << 32 | (k * CREDIT_WINDOW + e)};
-    tr_msg *m = tr_msg_new_bytes(TAG_ITEM, &it, sizeof it);
-    if (m == NULL)
-        return TR_ENOMEM;
-    uint64_t req_id = 0;
-    int rc = tr_request(ctx, s->worker, &m, -1, &req_id);
-    if (rc != 0) {
-        tr_msg_destroy(&m);
-        if (rc != TR_ENOACTOR)
-            return rc;
-        /* The proxy has just ended (its DOWN is on its way): the item
-         * goes to another worker. */
-        s->suspended = true;
-        resend_push(d, id);
-        return 0;
+        rc = find(ctx, NAME_PROGRESS, &s->progress);
+    if (rc == 0 && s->cfg.kill_every_ms > 0) {
+        struct killer_state k = {.period_ms = s->cfg.kill_every_ms};
+        rc = tr_spawn(ctx, &killer_behavior, &k, sizeof k, NULL);
     }
-    s->nfree--;
-    s->entry[e].id = id;
-    s->entry[e].req_id = req_id;
-    d->inflight++;
-    return 0;
+    return rc != 0 ? rc : tr_send_tag(ctx, tr_self(ctx), TAG_PUMP);
 }
 
-/* Hands waiting results to the consumer while it has credit. */
-static int dispatcher_flush(tr_ctx *ctx, struct dispatcher_state *d) {
-    while (d->out_count > 0 && d->credit > 0) {
-        int rc = send_bytes(ctx, d->cfg.consumer, TAG_RESULT,
-                            &d->outbox[d->out_head], sizeof(struct result));
+/* End of stream: EOF after the last record (FIFO per sender), and the
+ * count to main. */
+static int source_finish(tr_ctx *ctx, struct source_state *s) {
+    if (s->done)
+        return 0;
+    s->done = true;
+    int rc = tr_send_tag(ctx, s->parse, TAG_EOF);
+    if (rc == 0)
+        rc = tr_send_u64(ctx, s->progress, TAG_PRODUCED, s->rep.produced);
+    if (rc == 0)
+        rc = send_bytes(ctx, s->cfg.report_to, TAG_SOURCE_REPORT, &s->rep,
+                        sizeof s->rep);
+    return rc;
+}
+
+/* A batch of text records per turn. If parse is behind, this actor is
+ * muted after the turn and the PUMP waits in its mailbox. */
+static int source_pump(tr_ctx *ctx, struct source_state *s) {
+    for (uint32_t k = 0; k < SOURCE_BATCH && s->next <= s->cfg.items; k++) {
+        char rec[48];
+        int n = snprintf(rec, sizeof rec, "%" PRIu64 " %016" PRIx64, s->next,
+                         item_value(s->next));
+        int rc = send_bytes(ctx, s->parse, TAG_RECORD, rec, (size_t)n);
         if (rc != 0)
             return rc;
-        d->out_head = (d->out_head + 1) % d->held;
-        d->out_count--;
-        d->credit--;
-    }
-    return 0;
-}
-
-/* All items answered and handed on (or interrupted and drained): EOF to
- * the consumer, report to main, stop (the workers' proxies and the killer
- * are our children: they stop with us, and the remote actors with them). */
-static int dispatcher_finish(tr_ctx *ctx, struct dispatcher_state *d) {
-    d->finished = true;
-    int rc;
-    if (d->watchdog.id != 0) {
-        (void)tr_timer_cancel(tr_ctx_runtime(ctx), d->watchdog);
-        d->watchdog.id = 0;
-    }
-    struct producer_report rep = {d->next_id - 1, d->interrupted, d->retried,
-                                  d->killed};
-    if ((rc = tr_send_u64(ctx, d->cfg.progress, TAG_PRODUCED,
-                          d->next_id - 1)) != 0 ||
-        (rc = tr_send_u64(ctx, d->cfg.progress, TAG_RETRIED, d->retried)) !=
-            0 ||
-        (rc = tr_send_tag(ctx, d->cfg.consumer, TAG_EOF)) != 0 ||
-        (rc = send_bytes(ctx, d->cfg.report_to, TAG_PRODUCER_REPORT, &rep,
-                         sizeof rep)) != 0)
-        return rc;
-    return TR_STOP;
-}
-
-/* Sends items (resends first) while a worker has room and the consumer
- * keeps up (empty outbox); at most K * CREDIT_WINDOW per call, so a turn
- * stays short. Returns TR_STOP once everything is done. */
-static int dispatcher_pump(tr_ctx *ctx, struct dispatcher_state *d) {
-    int rc = dispatcher_flush(ctx, d);
-    if (rc != 0)
-        return rc;
-    while (d->out_count == 0 && d->ready_count > 0 &&
-           (d->resend_count > 0 || d->next_id <= d->cfg.items)) {
-        uint32_t k = d->ready[d->ready_head];
-        d->ready_head = (d->ready_head + 1) % d->cfg.nworkers;
-        d->ready_count--;
-        struct slot *s = &d->slots[k];
-        s->in_ring = false;
-        if (s->suspended || s->nfree == 0)
-            continue; /* left the ring lazily */
-        uint64_t id;
-        if (d->resend_count > 0) {
-            id = d->resend[d->resend_head];
-            d->resend_head = (d->resend_head + 1) % d->held;
-            d->resend_count--;
-        } else {
-            id = d->next_id++;
-            if (id % PROGRESS_EVERY == 0 &&
-                (rc = tr_send_u64(ctx, d->cfg.progress, TAG_PRODUCED, id)) != 0)
-                return rc;
-        }
-        if ((rc = dispatch_item(ctx, d, k, id)) != 0)
-            return rc;
-        ready_push(d, k); /* to the back of the line, if it has room */
-    }
-    if (!d->finished && d->next_id > d->cfg.items && d->resend_count == 0 &&
-        d->inflight == 0 && d->out_count == 0)
-        return dispatcher_finish(ctx, d);
-    return 0;
-}
-
-/* A reply from a worker: accepted only if it matches an entry in flight
- * (same slot generation, entry, item and request id); anything else is a
- * stale reply from a replaced worker whose items were resent. */
-static int dispatcher_result(tr_ctx *ctx, struct dispatcher_state *d,
-                             const tr_msg *msg) {
-    struct result r;
-    if (read_bytes(msg, &r, sizeof r) != 0)
-        return TR_EPROTO;
-    uint32_t gen = (uint32_t)(r.route >> 32);
-    uint32_t k = (uint32_t)r.route / CREDIT_WINDOW;
-    uint32_t e = (uint32_t)r.route % CREDIT_WINDOW;
-    if (k >= d->cfg.nworkers)
-        return TR_EPROTO; /* not a ticket we made */
-    struct slot *s = &d->slots[k];
-    if (s->gen != gen || s->entry[e].id == 0 || s->entry[e].id != r.id ||
-        s->entry[e].req_id != tr_msg_request_id(msg))
-        return 0;
-    s->entry[e].id = 0;
-    s->free_pos[s->nfree++] = (uint8_t)e;
-    s->replies++;
-    d->inflight--;
-    ready_push(d, k);
-    /* Cannot overflow: see "Flow control" in the design notes. */
-    d->outbox[(d->out_head + d->out_count) % d->held] =
-        (struct result){r.id, r.digest, 0};
-    d->out_count++;
-    return dispatcher_pump(ctx, d);
-}
-
-/* A request failed back (its worker's process died): resend that item
- * elsewhere, and send nothing more to that worker until its DOWN. */
-static int dispatcher_failed(tr_ctx *ctx, struct dispatcher_state *d,
-                             const tr_msg *msg) {
-    uint64_t req_id = tr_msg_request_id(msg);
-    /* A rare event: a scan of K * CREDIT_WINDOW entries is fine. */
-    for (uint32_t k = 0; k < d->cfg.nworkers; k++) {
-        struct slot *s = &d->slots[k];
-        for (uint32_t e = 0; e < CREDIT_WINDOW; e++) {
-            if (s->entry[e].id != 0 && s->entry[e].req_id == req_id) {
-                entry_resend(d, k, e);
-                s->suspended = true;
-                (void)tr_send_u64(ctx, d->cfg.progress, TAG_RETRIED,
-                                  d->retried);
-                return dispatcher_pump(ctx, d);
-            }
-        }
-    }
-    return 0; /* its item was already resent (after the DOWN) */
-}
-
-/* A worker ended. Lost with its process (TR_ELOST): resend what it held
- * and replace it. Any other end is a bug in the pipeline: fail. */
-static int dispatcher_down(tr_ctx *ctx, struct dispatcher_state *d,
-                           const tr_msg *msg) {
-    tr_exit x;
-    if (tr_msg_exit(msg, &x) != 0)
-        return TR_EPROTO;
-    uint32_t k = 0;
-    while (k < d->cfg.nworkers && !(tr_ref_eq(d->slots[k].worker, x.who) &&
-                                    d->slots[k].monitor == x.id))
-        k++;
-    if (k == d->cfg.nworkers)
-        return 0; /* not a current worker */
-    if (x.reason != TR_ELOST) {
-        fprintf(stderr, "pipeline: worker %" PRIu32 " ended: %s\n", k,
-                tr_exit_reason_name(x.reason));
-        return x.reason < 0 ? x.reason : TR_EPROTO;
-    }
-    struct slot *s = &d->slots[k];
-    for (uint32_t e = 0; e < CREDIT_WINDOW; e++)
-        if (s->entry[e].id != 0)
-            entry_resend(d, k, e);
-    int rc = slot_spawn(ctx, d, k);
-    if (rc == 0)
-        rc = tr_send_u64(ctx, d->cfg.progress, TAG_RETRIED, d->retried);
-    return rc != 0 ? rc : dispatcher_pump(ctx, d);
-}
-
-/* Once a period: a worker that holds items and has not answered for
- * STALL_MS will never answer (a dead request the runtime did not fail
- * back): fail the run rather than hang. */
-static int dispatcher_watchdog(struct dispatcher_state *d) {
-    for (uint32_t k = 0; k < d->cfg.nworkers; k++) {
-        struct slot *s = &d->slots[k];
-        if (s->nfree == CREDIT_WINDOW || s->replies != s->replies_seen) {
-            s->replies_seen = s->replies;
-            s->stalled_ticks = 0;
-            continue;
-        }
-        if (++s->stalled_ticks * WATCHDOG_PERIOD_MS >= STALL_MS) {
-            fprintf(stderr,
-                    "pipeline: worker %" PRIu32 " holds %" PRIu32
-                    " items and has not answered for %u ms%s\n",
-                    k, CREDIT_WINDOW - s->nfree, STALL_MS,
-                    s->suspended ? " (a request failed back, no DOWN)" : "");
-            return TR_ETIMEDOUT;
-        }
-    }
-    return 0;
-}
-
-static int dispatcher_start(tr_ctx *ctx, void *state) {
-    struct dispatcher_state *d = state;
-    uint32_t n = d->cfg.nworkers;
-    d->held = n * CREDIT_WINDOW;
-    d->credit = d->held;
-    d->next_id = 1;
-    d->slots = calloc(n, sizeof *d->slots);
-    d->ready = calloc(n, sizeof *d->ready);
-    d->resend = calloc(d->held, sizeof *d->resend);
-    d->outbox = calloc(d->held, sizeof *d->outbox);
-    if (d->slots == NULL || d->ready == NULL || d->resend == NULL ||
-        d->outbox == NULL)
-        return TR_ENOMEM; /* on_stop frees what was allocated */
-    int rc;
-    for (uint32_t k = 0; k < n; k++) {
-        struct slot *s = &d->slots[k];
-        s->nfree = CREDIT_WINDOW;
-        for (uint32_t e = 0; e < CREDIT_WINDOW; e++)
-            s->free_pos[e] = (uint8_t)(CREDIT_WINDOW - 1 - e);
-        if ((rc = slot_spawn(ctx, d, k)) != 0)
+        s->next++;
+        if (++s->rep.produced % PROGRESS_EVERY == 0 &&
+            (rc = tr_send_u64(ctx, s->progress, TAG_PRODUCED,
+                              s->rep.produced)) != 0)
             return rc;
     }
-    tr_runtime *rt = tr_ctx_runtime(ctx);
-    if ((rc = tr_send_every(rt, tr_self(ctx), WATCHDOG_PERIOD_MS, TAG_WATCHDOG,
-                            &d->watchdog)) != 0)
-        return rc;
-    if (d->cfg.kill_every_ms > 0) {
-        struct killer_state ks = {.period_ms = d->cfg.kill_every_ms};
-        if ((rc = tr_spawn(ctx, &killer_behavior, &ks, sizeof ks,
-                           &d->killer)) != 0)
-            return rc;
-    }
-    return dispatcher_pump(ctx, d);
+    if (s->next <= s->cfg.items)
+        return tr_send_tag(ctx, tr_self(ctx), TAG_PUMP);
+    int rc = source_finish(ctx, s);
+    return rc != 0 ? rc : TR_STOP;
 }
 
-static int dispatcher_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
-    struct dispatcher_state *d = state;
+static int source_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
+    struct source_state *s = state;
     switch (tr_msg_tag(msg)) {
-    case TAG_RESULT:
-        return tr_msg_is_reply(msg) ? dispatcher_result(ctx, d, msg)
-                                    : TR_EPROTO;
-    case TR_TAG_REMOTE_FAILED:
-        return dispatcher_failed(ctx, d, msg);
-    case TR_TAG_DOWN:
-        return dispatcher_down(ctx, d, msg);
-    case TAG_CREDIT: {
-        uint64_t granted = tr_msg_u64(msg);
-        if (granted > d->held - d->credit)
-            return TR_EPROTO; /* more credit than the window: a bug */
-        d->credit += (uint32_t)granted;
-        return dispatcher_pump(ctx, d);
-    }
+    case TAG_PUMP:
+        return s->done ? 0 : source_pump(ctx, s);
     case TAG_KILLED:
-        d->killed = tr_msg_u64(msg);
-        return tr_send_u64(ctx, d->cfg.progress, TAG_KILLED, d->killed);
-    case TAG_WATCHDOG:
-        return dispatcher_watchdog(d);
+        s->rep.killed = tr_msg_u64(msg);
+        return tr_send_u64(ctx, s->progress, TAG_KILLED, s->rep.killed);
     default:
         return TR_EPROTO;
     }
 }
 
-/* Graceful shutdown (SIGINT/SIGTERM): no new items, no more kills; the
- * items held drain through the workers (resent if need be) and the
- * consumer, then the producer ends as usual. Past its grace the runtime
- * kills it. */
-static int dispatcher_cancel(tr_ctx *ctx, void *state, int reason) {
-    struct dispatcher_state *d = state;
+/* SIGINT/SIGTERM (or a failing stage): no more records; EOF so that the
+ * stages after drain what was made. */
+static int source_cancel(tr_ctx *ctx, void *state, int reason) {
+    struct source_state *s = state;
     (void)reason;
-    if (d->slots == NULL)
-        return 0;
-    d->interrupted = true;
-    d->cfg.items = d->next_id - 1;
-    if (!tr_ref_is_none(d->killer))
-        (void)tr_cancel(tr_ctx_runtime(ctx), d->killer, TR_EXIT_CANCELLED, -1);
-    return dispatcher_pump(ctx, d) == 0 ? TR_DRAIN : 0;
-}
-
-static void dispatcher_stop(tr_ctx *ctx, void *state, int reason) {
-    struct dispatcher_state *d = state;
-    free(d->slots);
-    free(d->ready);
-    free(d->resend);
-    free(d->outbox);
-    d->slots = NULL;
-    d->ready = NULL;
-    d->resend = NULL;
-    d->outbox = NULL;
-    stop_on_failure(ctx, "producer", reason);
-}
-
-static const tr_behavior dispatcher_behavior = {
-    .name = "producer",
-    .handle = dispatcher_handle,
-    .on_start = dispatcher_start,
-    .on_stop = dispatcher_stop,
-    .on_cancel = dispatcher_cancel,
-    .state_size = sizeof(struct dispatcher_state),
-};
-
-/* ---- consumer ---- */
-
-struct consumer_config {
-    uint64_t items;
-    uint32_t nsenders; /* the K local workers, or the producer alone */
-    tr_ref progress, report_to;
-};
-
-struct consumer_report {
-    uint64_t consumed;   /* distinct valid ids received */
-    uint64_t duplicates; /* ids received more than once */
-    uint64_t invalid;    /* ids outside 1..N */
-    uint64_t checksum;   /* sum (mod 2^64) of the digests of distinct ids */
-    int64_t finished_ns; /* tr_now_ns when the last result was in */
-};
-
-struct consumer_state {
-    struct consumer_config cfg;
-    uint64_t *seen; /* bitmap of ids, bit id-1 */
-    uint32_t *owed; /* per worker: credits earned, not yet granted back */
-    struct consumer_report rep;
-    uint32_t eofs; /* senders that sent EOF */
-};
-
-static int consumer_start(tr_ctx *ctx, void *state) {
-    (void)ctx;
-    struct consumer_state *c = state;
-    c->seen = calloc((size_t)(c->cfg.items / 64 + 1), sizeof *c->seen);
-    c->owed = calloc(c->cfg.nsenders, sizeof *c->owed);
-    return c->seen != NULL && c->owed != NULL ? 0 : TR_ENOMEM;
-}
-
-/* Grants credit back to the sender of msg. A worker that has sent its
- * last result may already have ended: it needs no more credit, so
- * TR_ENOACTOR is fine here (a grant that races with its end is dropped as
- * a dead letter, also harmless). */
-static int consumer_grant(tr_ctx *ctx, struct consumer_state *c,
-                          const tr_msg *msg, uint64_t sender) {
-    if (++c->owed[sender] < CREDIT_BATCH)
-        return 0;
-    int rc = tr_send_u64(ctx, tr_msg_sender(msg), TAG_CREDIT, c->owed[sender]);
-    c->owed[sender] = 0;
-    return rc == TR_ENOACTOR ? 0 : rc;
-}
-
-static int consumer_result(tr_ctx *ctx, struct consumer_state *c,
-                           const tr_msg *msg) {
-    struct result r;
-    if (read_bytes(msg, &r, sizeof r) != 0 || r.route >= c->cfg.nsenders)
-        return TR_EPROTO; /* cannot even return the credit: a bug */
-    int rc = consumer_grant(ctx, c, msg, r.route);
-    if (rc != 0)
-        return rc;
-    if (r.id == 0 || r.id > c->cfg.items) {
-        c->rep.invalid++;
-        return 0;
-    }
-    uint64_t bit = (uint64_t)1 << ((r.id - 1) % 64);
-    uint64_t *word = &c->seen[(r.id - 1) / 64];
-    if (*word & bit) {
-        c->rep.duplicates++;
-        return 0;
-    }
-    *word |= bit;
-    c->rep.checksum += r.digest;
-    if (++c->rep.consumed % PROGRESS_EVERY == 0)
-        return tr_send_u64(ctx, c->cfg.progress, TAG_CONSUMED, c->rep.consumed);
+    if (!s->done)
+        s->rep.interrupted = 1;
+    (void)source_finish(ctx, s);
     return 0;
 }
 
-static int consumer_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
-    struct consumer_state *c = state;
+static void source_stop(tr_ctx *ctx, void *state, int reason) {
+    (void)ctx;
+    (void)state;
+    report_failure("source", reason);
+}
+
+static const tr_behavior source_behavior = {
+    .name = "source",
+    .handle = source_handle,
+    .on_start = source_start,
+    .on_cancel = source_cancel,
+    .on_stop = source_stop,
+    .state_size = sizeof(struct source_state),
+};
+
+/* ---- parse ---- */
+
+struct parse_report {
+    uint64_t parsed;
+    uint64_t malformed;     /* records that did not parse (dropped, logged) */
+    uint64_t retried;       /* requests sent again after a failure/timeout */
+    uint64_t inflight_peak; /* most requests in flight at once */
+};
+
+/* A request in flight: its id -> the item, to send it again. */
+struct flight {
+    uint64_t req; /* 0: free slot */
+    struct item it;
+};
+
+struct parse_state {
+    struct setup cfg;
+    tr_ref sink, progress, pool;
+    struct flight *tab; /* open addressing, linear probing */
+    uint32_t cap, n;    /* cap: a power of two, n < cap / 2 */
+    bool eof, finished;
+    struct parse_report rep;
+};
+
+static uint32_t slot_of(const struct parse_state *p, uint64_t req) {
+    uint64_t h = req * 0x9e3779b97f4a7c15u;
+    return (uint32_t)(h >> 32) & (p->cap - 1);
+}
+
+static int flight_put(struct parse_state *p, uint64_t req, struct item it) {
+    if ((p->n + 1) * 2 > p->cap) {
+        uint32_t ncap = p->cap ? p->cap * 2 : 1024;
+        struct flight *old = p->tab, *nt = calloc(ncap, sizeof *nt);
+        if (nt == NULL)
+            return TR_ENOMEM;
+        uint32_t ocap = p->cap;
+        p->tab = nt;
+        p->cap = ncap;
+        for (uint32_t i = 0; i < ocap; i++)
+            if (old[i].req != 0) {
+                uint32_t j = slot_of(p, old[i].req);
+                while (nt[j].req != 0)
+                    j = (j + 1) & (ncap - 1);
+                nt[j] = old[i];
+            }
+        free(old);
+    }
+    uint32_t j = slot_of(p, req);
+    while (p->tab[j].req != 0)
+        j = (j + 1) & (p->cap - 1);
+    p->tab[j] = (struct flight){req, it};
+    if (++p->n > p->rep.inflight_peak)
+        p->rep.inflight_peak = p->n;
+    return 0;
+}
+
+/* Removes request req (backward-shift deletion: no tombstones). */
+static bool flight_take(struct parse_state *p, uint64_t req, struct item *out) {
+    if (p->cap == 0 || req == 0)
+        return false;
+    uint32_t mask = p->cap - 1, i = slot_of(p, req);
+    while (p->tab[i].req != req) {
+        if (p->tab[i].req == 0)
+            return false;
+        i = (i + 1) & mask;
+    }
+    *out = p->tab[i].it;
+    for (uint32_t j = (i + 1) & mask; p->tab[j].req != 0; j = (j + 1) & mask) {
+        uint32_t home = slot_of(p, p->tab[j].req);
+        /* Move j into the hole at i unless its home lies in (i, j]. */
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            p->tab[i] = p->tab[j];
+            i = j;
+        }
+    }
+    p->tab[i].req = 0;
+    p->n--;
+    return true;
+}
+
+static int parse_send(tr_ctx *ctx, struct parse_state *p, struct item it) {
+    tr_msg *m = tr_msg_new_bytes(TAG_ITEM, &it, sizeof it);
+    if (m == NULL)
+        return TR_ENOMEM;
+    uint64_t req = 0;
+    int rc = tr_request(ctx, p->pool, &m, REQUEST_TIMEOUT_MS, &req);
+    if (rc != 0) {
+        tr_msg_destroy(&m);
+        return rc;
+    }
+    return flight_put(p, req, it);
+}
+
+/* "id value": decimal id, 16 hex digits. Anything else is malformed. */
+static bool parse_record(const tr_msg *msg, struct item *out) {
+    size_t len = 0;
+    const char *d = tr_msg_data(msg, &len);
+    char buf[48];
+    if (tr_msg_kind(msg) != TR_PAYLOAD_BYTES || d == NULL || len == 0 ||
+        len >= sizeof buf)
+        return false;
+    memcpy(buf, d, len);
+    buf[len] = 0;
+    char *end = NULL;
+    if (buf[0] < '0' || buf[0] > '9')
+        return false;
+    out->id = strtoull(buf, &end, 10);
+    if (*end != ' ' || strlen(end + 1) != 16)
+        return false;
+    char *hex = end + 1;
+    out->value = strtoull(hex, &end, 16);
+    return *end == 0 && hex[0] != '-' && hex[0] != '+' && out->id != 0;
+}
+
+static int parse_finish(tr_ctx *ctx, struct parse_state *p) {
+    if (!p->eof || p->n != 0 || p->finished)
+        return 0;
+    p->finished = true;
+    int rc = tr_send_tag(ctx, p->sink, TAG_EOF);
+    if (rc == 0)
+        rc = send_bytes(ctx, p->cfg.report_to, TAG_PARSE_REPORT, &p->rep,
+                        sizeof p->rep);
+    return rc != 0 ? rc : TR_STOP;
+}
+
+static int parse_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
+    struct parse_state *p = state;
+    struct item it;
+    int rc;
+    switch (tr_msg_tag(msg)) {
+    case TAG_RECORD:
+        if (!parse_record(msg, &it)) {
+            if (p->rep.malformed++ < 10)
+                fprintf(stderr, "pipeline: parse: malformed record dropped\n");
+            return 0;
+        }
+        p->rep.parsed++;
+        return parse_send(ctx, p, it);
+    case TAG_RESULT: {
+        struct result r = {0, 0};
+        if (!tr_msg_is_reply(msg) ||
+            !flight_take(p, tr_msg_request_id(msg), &it))
+            return TR_EPROTO; /* every reply answers a request in flight */
+        if (read_bytes(msg, &r, sizeof r) != 0 || r.id != it.id)
+            return tr_fail(ctx, TR_EPROTO, "reply for item %" PRIu64
+                           " names item %" PRIu64, it.id, r.id);
+        if ((rc = tr_forward(ctx, p->sink, msg)) != 0)
+            return rc;
+        return parse_finish(ctx, p);
+    }
+    case TR_TAG_REMOTE_FAILED:  /* its worker process was lost for good */
+    case TR_TAG_REQUEST_FAILED: /* its routee ended with it queued */
+    case TR_TAG_TIMEOUT:        /* no answer in REQUEST_TIMEOUT_MS */
+        if (!flight_take(p, tr_msg_request_id(msg), &it))
+            return 0; /* not ours: a stale outcome */
+        p->rep.retried++;
+        if ((rc = tr_send_u64(ctx, p->progress, TAG_RETRIED,
+                              p->rep.retried)) != 0)
+            return rc;
+        return parse_send(ctx, p, it);
+    case TAG_EOF:
+        p->eof = true;
+        return parse_finish(ctx, p);
+    default:
+        return TR_EPROTO;
+    }
+}
+
+static int parse_start(tr_ctx *ctx, void *state) {
+    struct parse_state *p = state;
+    int rc = find(ctx, NAME_SINK, &p->sink);
+    if (rc == 0)
+        rc = find(ctx, NAME_PROGRESS, &p->progress);
+    if (rc != 0)
+        return rc;
+    /* The CPU stage: a supervised pool, its routees restarted by their
+     * own supervisor (a routee whose proxy gave up ends TR_ELOST). */
+    tr_router_pool_config pc = {
+        .how = TR_ROUTE_ROUND_ROBIN,
+        .routee = {.name = "cpu",
+                   .behavior = p->cfg.local ? &worker_behavior : NULL,
+                   .remote = p->cfg.local ? NULL : REMOTE_WORKER,
+                   .restart = TR_RESTART_PERMANENT,
+                   .shutdown_ms = 1000},
+        .size = p->cfg.workers,
+        .sup = {.name = "cpu-pool",
+                .strategy = TR_SUP_ONE_FOR_ONE,
+                .intensity = 1000,
+                .period_ms = 1000}};
+    if ((rc = tr_router_pool_spawn(ctx, &pc, &p->pool)) != 0)
+        return rc;
+    return register_as(ctx, NAME_PARSE);
+}
+
+/* Shutdown: keep going until the source's EOF and every reply are in. */
+static int drain_on_cancel(tr_ctx *ctx, void *state, int reason) {
+    (void)ctx;
+    (void)state;
+    (void)reason;
+    return TR_DRAIN;
+}
+
+static void parse_stop(tr_ctx *ctx, void *state, int reason) {
+    (void)ctx;
+    struct parse_state *p = state;
+    free(p->tab);
+    p->tab = NULL;
+    report_failure("parse", reason);
+}
+
+static const tr_behavior parse_behavior = {
+    .name = "parse",
+    .handle = parse_handle,
+    .on_start = parse_start,
+    .on_cancel = drain_on_cancel,
+    .on_stop = parse_stop,
+    .state_size = sizeof(struct parse_state),
+};
+
+/* ---- sink ---- */
+
+struct sink_report {
+    uint64_t consumed;   /* distinct valid ids received */
+    uint64_t duplicates; /* ids received more than once */
+    uint64_t invalid;    /* ids outside 1..N, malformed results */
+    uint64_t checksum;   /* sum (mod 2^64) of the digests of distinct ids */
+    uint64_t buckets[BUCKETS]; /* the aggregate: digests per top nibble */
+    uint64_t full;       /* times its mailbox reached its limit */
+    int64_t finished_ns; /* tr_now_ns when the last result was in */
+};
+
+struct sink_state {
+    struct setup cfg;
+    tr_ref progress;
+    uint64_t *seen; /* bitmap of ids, bit id-1 */
+    struct sink_report rep;
+    bool cancelled;
+};
+
+static int sink_start(tr_ctx *ctx, void *state) {
+    struct sink_state *s = state;
+    s->seen = calloc((size_t)(s->cfg.items / 64 + 1), sizeof *s->seen);
+    if (s->seen == NULL)
+        return TR_ENOMEM;
+    int rc = find(ctx, NAME_PROGRESS, &s->progress);
+    return rc != 0 ? rc : register_as(ctx, NAME_SINK);
+}
+
+static int sink_result(tr_ctx *ctx, struct sink_state *s, const tr_msg *msg) {
+    struct result r;
+    if (read_bytes(msg, &r, sizeof r) != 0 || r.id == 0 ||
+        r.id > s->cfg.items) {
+        s->rep.invalid++;
+        return 0;
+    }
+    if (s->cfg.slow_sink_us > 0) { /* an artificially slow sink */
+        int64_t until = tr_now_ns() + (int64_t)s->cfg.slow_sink_us * 1000;
+        while (tr_now_ns() < until)
+            ;
+    }
+    uint64_t bit = (uint64_t)1 << ((r.id - 1) % 64);
+    uint64_t *word = &s->seen[(r.id - 1) / 64];
+    if (*word & bit) {
+        s->rep.duplicates++;
+        return 0;
+    }
+    *word |= bit;
+    s->rep.checksum += r.digest;
+    s->rep.buckets[bucket_of(r.digest)]++;
+    if (++s->rep.consumed % PROGRESS_EVERY == 0)
+        return tr_send_u64(ctx, s->progress, TAG_CONSUMED, s->rep.consumed);
+    return 0;
+}
+
+static int sink_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
+    struct sink_state *s = state;
     switch (tr_msg_tag(msg)) {
     case TAG_RESULT:
-        return consumer_result(ctx, c, msg);
+        return sink_result(ctx, s, msg);
     case TAG_EOF: {
-        if (++c->eofs < c->cfg.nsenders)
-            return 0;
-        /* Every sender's results came before its EOF: we have them all. */
-        c->rep.finished_ns = tr_now_ns();
-        int rc = send_bytes(ctx, c->cfg.report_to, TAG_CONSUMER_REPORT, &c->rep,
-                            sizeof c->rep);
+        tr_runtime *rt = tr_ctx_runtime(ctx);
+        s->rep.finished_ns = tr_now_ns();
+        tr_mailbox_stats ms;
+        if (tr_mailbox_stats_get(rt, tr_self(ctx), &ms) == 0)
+            s->rep.full = ms.full;
+        int rc = send_bytes(ctx, s->cfg.report_to, TAG_SINK_REPORT, &s->rep,
+                            sizeof s->rep);
         if (rc == 0)
-            rc = tr_send_u64(ctx, c->cfg.progress, TAG_FINISH, c->rep.consumed);
+            rc = tr_send_u64(ctx, s->progress, TAG_FINISH, s->rep.consumed);
+        /* The last stage: the run is over, end the supervisor (unless it
+         * is already stopping us). */
+        if (rc == 0 && !s->cancelled)
+            rc = tr_cancel(rt, tr_parent(ctx), TR_EXIT_SHUTDOWN, -1);
         return rc != 0 ? rc : TR_STOP;
     }
     default:
@@ -1180,32 +824,28 @@ static int consumer_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     }
 }
 
-static void consumer_stop(tr_ctx *ctx, void *state, int reason) {
-    struct consumer_state *c = state;
-    free(c->seen);
-    free(c->owed);
-    c->seen = NULL;
-    c->owed = NULL;
-    stop_on_failure(ctx, "consumer", reason);
-}
-
-/* Shutdown reaches the consumer once the producer has ended, but results
- * and end-of-stream marks from the workers may still be on their way:
- * keep consuming until every sender's EOF is in (then it stops itself). */
-static int consumer_cancel(tr_ctx *ctx, void *state, int reason) {
+static int sink_cancel(tr_ctx *ctx, void *state, int reason) {
     (void)ctx;
-    (void)state;
     (void)reason;
-    return TR_DRAIN;
+    ((struct sink_state *)state)->cancelled = true;
+    return TR_DRAIN; /* until parse's EOF */
 }
 
-static const tr_behavior consumer_behavior = {
-    .name = "consumer",
-    .handle = consumer_handle,
-    .on_start = consumer_start,
-    .on_stop = consumer_stop,
-    .on_cancel = consumer_cancel,
-    .state_size = sizeof(struct consumer_state),
+static void sink_stop(tr_ctx *ctx, void *state, int reason) {
+    (void)ctx;
+    struct sink_state *s = state;
+    free(s->seen);
+    s->seen = NULL;
+    report_failure("sink", reason);
+}
+
+static const tr_behavior sink_behavior = {
+    .name = "sink",
+    .handle = sink_handle,
+    .on_start = sink_start,
+    .on_cancel = sink_cancel,
+    .on_stop = sink_stop,
+    .state_size = sizeof(struct sink_state),
 };
 
 /* ---- command line ---- */
@@ -1214,6 +854,7 @@ struct options {
     uint64_t items, workers, threads;
     uint64_t processes;     /* 0: not given (DEFAULT_PROCESSES) */
     uint64_t kill_every_ms; /* 0: no killer */
+    uint64_t slow_sink_us;  /* 0: a sink at full speed */
     bool quiet, local;
 };
 
@@ -1221,33 +862,41 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: pipeline [--items N] [--workers K] [--processes P] "
             "[--local]\n"
-            "                [--kill-worker-every MS] [--threads T] [--quiet] "
-            "[--help]\n"
-            "  --items N              items to produce, 0..%u (default %u)\n"
-            "  --workers K            worker actors, 1..%u (default %u)\n"
+            "                [--kill-worker-every MS] [--slow-sink US] "
+            "[--threads T]\n"
+            "                [--quiet] [--help]\n"
+            "  --items N              records to make, 0..%u (default %u)\n"
+            "  --workers K            CPU-stage actors, 1..%u (default %u)\n"
             "  --processes P          worker processes they run in, 1..%u "
             "(default %u)\n"
-            "  --local                run the workers in this process "
+            "  --local                run the CPU stage in this process "
             "instead\n"
             "  --kill-worker-every MS kill -9 a random worker process every "
             "MS ms,\n"
-            "                         1..%u (its items are resent: still "
+            "                         1..%u (its requests are resent: still "
             "lost=0)\n"
+            "  --slow-sink US         the sink spends US more microseconds "
+            "per item,\n"
+            "                         0..%u (backpressure: memory stays "
+            "bounded)\n"
             "  --threads T            scheduler threads, 0..%u; 0 = online "
             "CPUs (default 0)\n"
             "  --quiet                no live progress line on stderr\n"
             "The last line of stdout is: produced=<n> consumed=<n> lost=<n> "
             "retried=<n>\n"
-            "duplicates=<n> invalid=<n> checksum_ok=<0|1> complete=<0|1> "
-            "interrupted=<0|1>\n"
-            "workers_killed=<n> elapsed_s=<s> items_per_s=<r> (complete=0: "
-            "an actor failed,\n"
-            "see stderr). Exit status: 0 when nothing was lost and the "
-            "checksum matches,\n"
+            "duplicates=<n> invalid=<n> malformed=<n> checksum_ok=<0|1> "
+            "aggregate_ok=<0|1>\n"
+            "complete=<0|1> interrupted=<0|1> workers_killed=<n> "
+            "inflight_peak=<n>\n"
+            "sink_full=<n> peak_rss_kib=<n> elapsed_s=<s> items_per_s=<r> "
+            "(complete=0: a stage\n"
+            "failed, see stderr). Exit status: 0 when nothing was lost and "
+            "the checks match,\n"
             "1 otherwise, 2 for invalid arguments, 128 + signal when "
             "interrupted.\n",
             MAX_ITEMS, DEFAULT_ITEMS, MAX_WORKERS, DEFAULT_WORKERS,
-            MAX_PROCESSES, DEFAULT_PROCESSES, MAX_KILL_PERIOD_MS, MAX_THREADS);
+            MAX_PROCESSES, DEFAULT_PROCESSES, MAX_KILL_PERIOD_MS,
+            MAX_SLOW_SINK_US, MAX_THREADS);
 }
 
 /* Strict decimal: digits only, no sign, no overflow, at most max. */
@@ -1278,6 +927,7 @@ static int parse_args(int argc, char **argv, struct options *o) {
         {"--workers", 1, MAX_WORKERS, &o->workers},
         {"--processes", 1, MAX_PROCESSES, &o->processes},
         {"--kill-worker-every", 1, MAX_KILL_PERIOD_MS, &o->kill_every_ms},
+        {"--slow-sink", 0, MAX_SLOW_SINK_US, &o->slow_sink_us},
         {"--threads", 0, MAX_THREADS, &o->threads}};
     const size_t nnumeric = sizeof numeric / sizeof numeric[0];
     for (int i = 1; i < argc; i++) {
@@ -1327,11 +977,60 @@ static int fail(const char *what, int rc) {
     return 1;
 }
 
+/* Starts the stages under one supervisor (a child of the runtime's root):
+ * progress, sink, parse, source, in that order (each finds the earlier
+ * ones by name). */
+static int start_stages(tr_runtime *rt, const struct setup *su) {
+    static const tr_mailbox_limit parse_limit = {
+        .max_msgs = PARSE_LIMIT, .policy = TR_OVERFLOW_BACKPRESSURE};
+    static const tr_mailbox_limit sink_limit = {
+        .max_msgs = SINK_LIMIT, .policy = TR_OVERFLOW_BACKPRESSURE};
+    /* Transient: a stage that has done its part ends normally and stays
+     * ended; a failure exceeds intensity 0 and ends the run. Draining
+     * stages get a generous grace; the sink may be slow. */
+    const tr_sup_spec specs[] = {
+        {.name = "progress",
+         .behavior = &progress_behavior,
+         .init = su,
+         .init_len = sizeof *su,
+         .restart = TR_RESTART_TRANSIENT,
+         .shutdown_ms = 1000},
+        {.name = "sink",
+         .behavior = &sink_behavior,
+         .init = su,
+         .init_len = sizeof *su,
+         .restart = TR_RESTART_TRANSIENT,
+         .shutdown_ms = 60000,
+         .mailbox = &sink_limit},
+        {.name = "parse",
+         .behavior = &parse_behavior,
+         .init = su,
+         .init_len = sizeof *su,
+         .restart = TR_RESTART_TRANSIENT,
+         .shutdown_ms = 60000,
+         .mailbox = &parse_limit},
+        {.name = "source",
+         .behavior = &source_behavior,
+         .init = su,
+         .init_len = sizeof *su,
+         .restart = TR_RESTART_TRANSIENT,
+         .shutdown_ms = 1000},
+    };
+    tr_sup_config sc = {.name = "pipeline",
+                        .strategy = TR_SUP_ONE_FOR_ALL,
+                        .intensity = 0,
+                        .period_ms = 1000};
+    return tr_sup_runtime_start(rt, &sc, specs, sizeof specs / sizeof *specs,
+                                NULL);
+}
+
 int main(int argc, char **argv) {
     /* Worker processes run this same program: the remote stage must be
      * registered, and tr_worker_main called, before anything else. In a
-     * worker process tr_worker_main runs the worker and never returns. */
-    int rc = tr_register(REMOTE_WORKER, &remote_worker_behavior);
+     * worker process tr_worker_main runs the worker and never returns.
+     * Idempotent: a request lost with its process is sent again. */
+    int rc = tr_register_flags(REMOTE_WORKER, &worker_behavior,
+                               TR_REG_IDEMPOTENT);
     if (rc != 0 || (rc = tr_worker_main(argc, argv)) != 0)
         return fail("worker setup", rc);
 
@@ -1344,10 +1043,12 @@ int main(int argc, char **argv) {
 
     tr_runtime *rt = NULL;
     tr_inbox *inbox = NULL;
-    /* SIGINT/SIGTERM: orderly shutdown (the producer drains, see
-     * producer_cancel); a second signal stops at once. */
+    /* SIGINT/SIGTERM: orderly shutdown (the stages drain); a second
+     * signal stops at once. Depths tracked: this process then holds back
+     * the credit of worker actors sending to a busy local actor. */
     tr_runtime_config cfg = {.workers = (unsigned)opt.threads,
-                             .handle_signals = true};
+                             .handle_signals = true,
+                             .track_depth = true};
     if ((rc = tr_runtime_create(&rt, &cfg)) != 0)
         return fail("tr_runtime_create", rc);
     if ((rc = tr_inbox_create(rt, &inbox)) != 0) {
@@ -1357,129 +1058,137 @@ int main(int argc, char **argv) {
     /* One scheduler thread per worker process: the CPU stage is spread
      * over processes, not threads. */
     tr_pool_config pool = {.processes = (unsigned)opt.processes,
-                           .worker_threads = 1};
+                           .worker_threads = 1,
+                           .window = POOL_WINDOW};
     if (!opt.local && (rc = tr_pool_start(rt, &pool)) != 0) {
         tr_inbox_destroy(&inbox);
         tr_runtime_destroy(&rt);
         return fail("tr_pool_start", rc);
     }
 
-    /* Spawn order follows the references each actor needs; the producer
-     * spawns the workers itself (they need its reference). In remote mode
-     * the producer is the consumer's only sender. */
-    tr_ref progress, consumer, producer;
-    struct progress_config pc = {opt.items, !opt.quiet && isatty(STDERR_FILENO),
-                                 !opt.local};
-    if (pc.live)
+    struct setup su = {.items = opt.items,
+                       .workers = (uint32_t)opt.workers,
+                       .local = opt.local,
+                       .live = !opt.quiet && isatty(STDERR_FILENO),
+                       .kill_every_ms = (int64_t)opt.kill_every_ms,
+                       .slow_sink_us = (uint32_t)opt.slow_sink_us,
+                       .report_to = tr_inbox_ref(inbox)};
+    if (su.live)
         tr_log_set_sink(log_above_progress, NULL);
-    if ((rc = tr_runtime_spawn(rt, &progress_behavior, &pc, sizeof pc,
-                               &progress)) == 0) {
-        struct consumer_config cc = {opt.items,
-                                     opt.local ? (uint32_t)opt.workers : 1,
-                                     progress, tr_inbox_ref(inbox)};
-        rc =
-            tr_runtime_spawn(rt, &consumer_behavior, &cc, sizeof cc, &consumer);
-    }
-    if (rc == 0 && opt.local) {
-        struct producer_config prc = {opt.items, (uint32_t)opt.workers,
-                                      consumer, progress, tr_inbox_ref(inbox)};
-        rc = tr_runtime_spawn(rt, &producer_behavior, &prc, sizeof prc,
-                              &producer);
-    } else if (rc == 0) {
-        struct dispatcher_config dc = {.items = opt.items,
-                                       .nworkers = (uint32_t)opt.workers,
-                                       .kill_every_ms =
-                                           (int64_t)opt.kill_every_ms,
-                                       .consumer = consumer,
-                                       .progress = progress,
-                                       .report_to = tr_inbox_ref(inbox)};
-        rc = tr_runtime_spawn(rt, &dispatcher_behavior, &dc, sizeof dc,
-                              &producer);
-    }
-    if (rc != 0) {
+    if ((rc = start_stages(rt, &su)) != 0) {
         tr_inbox_destroy(&inbox);
-        tr_runtime_destroy(&rt); /* ends the actors already spawned */
-        return fail("tr_runtime_spawn", rc);
+        tr_runtime_destroy(&rt);
+        return fail("tr_sup_runtime_start", rc);
     }
 
     if (opt.local)
-        printf("pipeline: %" PRIu64 " items, producer -> %" PRIu64
-               " local workers -> consumer, %u scheduler threads, credit "
-               "window %u per link\n",
-               opt.items, opt.workers, tr_runtime_workers(rt), CREDIT_WINDOW);
+        printf("pipeline: %" PRIu64 " items, source -> parse -> %" PRIu64
+               " local workers -> sink, %u scheduler threads\n",
+               opt.items, opt.workers, tr_runtime_workers(rt));
     else
-        printf("pipeline: %" PRIu64 " items, producer -> %" PRIu64
-               " workers in %u processes -> consumer, %u scheduler threads, "
-               "window %u per worker\n",
+        printf("pipeline: %" PRIu64 " items, source -> parse -> %" PRIu64
+               " workers in %u processes -> sink, %u scheduler threads, "
+               "window %d per worker\n",
                opt.items, opt.workers, tr_pool_size(rt), tr_runtime_workers(rt),
-               CREDIT_WINDOW);
+               POOL_WINDOW);
+    printf("pipeline: mailbox limits parse %u, sink %u (backpressure)%s\n",
+           PARSE_LIMIT, SINK_LIMIT,
+           opt.slow_sink_us > 0 ? ", slow sink" : "");
+    if (opt.slow_sink_us > 0)
+        printf("pipeline: the sink spends %" PRIu64 " us more per item\n",
+               opt.slow_sink_us);
     if (opt.kill_every_ms > 0)
         printf("pipeline: kill -9 of a random worker process every %" PRIu64
                " ms\n",
                opt.kill_every_ms);
     fflush(stdout);
 
-    /* Runs until every actor has stopped (or one failed and stopped the
-     * runtime); the reports are then waiting in the inbox. */
+    /* Runs until every actor has stopped; the reports are then waiting in
+     * the inbox. */
     int64_t start_ns = tr_now_ns();
     int run_rc = tr_runtime_run(rt);
     int64_t end_ns = tr_now_ns();
     if (run_rc != 0)
         fprintf(stderr, "pipeline: tr_runtime_run: %s\n", tr_strerror(run_rc));
 
-    struct producer_report prep = {0};
-    struct consumer_report crep = {0};
-    bool have_prep = false, have_crep = false;
+    struct source_report srep = {0};
+    struct parse_report prep = {0};
+    struct sink_report krep = {0};
+    bool have_s = false, have_p = false, have_k = false;
     tr_msg *m = NULL;
     while (tr_inbox_recv(inbox, 0, &m) == 0) {
-        if (tr_msg_tag(m) == TAG_PRODUCER_REPORT)
-            have_prep = read_bytes(m, &prep, sizeof prep) == 0;
-        else if (tr_msg_tag(m) == TAG_CONSUMER_REPORT)
-            have_crep = read_bytes(m, &crep, sizeof crep) == 0;
+        if (tr_msg_tag(m) == TAG_SOURCE_REPORT)
+            have_s = read_bytes(m, &srep, sizeof srep) == 0;
+        else if (tr_msg_tag(m) == TAG_PARSE_REPORT)
+            have_p = read_bytes(m, &prep, sizeof prep) == 0;
+        else if (tr_msg_tag(m) == TAG_SINK_REPORT)
+            have_k = read_bytes(m, &krep, sizeof krep) == 0;
         tr_msg_destroy(&m);
     }
+    tr_transport_stats ts = {0};
+    if (!opt.local)
+        (void)tr_transport_stats_get(rt, false, &ts);
     int exit_code = tr_runtime_exit_code(rt);
     tr_inbox_destroy(&inbox);
     tr_runtime_destroy(&rt); /* stops the worker processes too */
     tr_log_set_sink(NULL, NULL);
+    struct rusage ru;
+    long peak_kib = getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : -1;
 
-    /* A missing report means an actor failed: the counts below are then
+    /* A missing report means a stage failed: the counts below are then
      * zeros, and complete=0 says so. */
-    if (!have_prep)
-        fprintf(stderr, "pipeline: no report from the producer\n");
-    if (!have_crep)
-        fprintf(stderr, "pipeline: no report from the consumer\n");
+    if (!have_s)
+        fprintf(stderr, "pipeline: no report from the source\n");
+    if (!have_p)
+        fprintf(stderr, "pipeline: no report from parse\n");
+    if (!have_k)
+        fprintf(stderr, "pipeline: no report from the sink\n");
+    bool complete = have_s && have_p && have_k;
 
-    /* The reference result, computed sequentially with the same function. */
-    bool interrupted = have_prep && prep.interrupted;
-    uint64_t target = interrupted ? prep.produced : opt.items;
-    uint64_t expected = 0;
-    /* Without both reports there is nothing to check (and --items may be
-     * huge when a run was stopped at once). */
-    for (uint64_t id = 1; have_prep && have_crep && id <= target; id++)
-        expected += item_digest(item_value(id));
-    bool checksum_ok = have_crep && crep.checksum == expected;
+    /* The reference result, computed sequentially with the same
+     * functions: the checksum and the 16 buckets. */
+    bool interrupted = have_s && srep.interrupted;
+    uint64_t target = interrupted ? srep.produced : opt.items;
+    uint64_t expected = 0, buckets[BUCKETS] = {0};
+    for (uint64_t id = 1; complete && id <= target; id++) {
+        uint64_t d = item_digest(item_value(id));
+        expected += d;
+        buckets[bucket_of(d)]++;
+    }
+    bool checksum_ok = have_k && krep.checksum == expected;
+    bool aggregate_ok =
+        have_k && memcmp(buckets, krep.buckets, sizeof buckets) == 0;
 
-    if (have_crep)
-        end_ns = crep.finished_ns;
+    if (have_k)
+        end_ns = krep.finished_ns;
     double elapsed_s = (double)(end_ns - start_ns) / 1e9;
-    double rate = elapsed_s > 0 ? (double)crep.consumed / elapsed_s : 0;
-    int64_t lost = (int64_t)prep.produced - (int64_t)crep.consumed;
+    double rate = elapsed_s > 0 ? (double)krep.consumed / elapsed_s : 0;
+    int64_t lost = (int64_t)srep.produced - (int64_t)krep.consumed;
+    uint64_t retried = prep.retried + ts.retried;
 
     printf("pipeline: checksum 0x%016" PRIx64 ", expected 0x%016" PRIx64
-           " (%s)\n",
-           crep.checksum, expected, checksum_ok ? "match" : "MISMATCH");
+           " (%s); buckets %s\n",
+           krep.checksum, expected, checksum_ok ? "match" : "MISMATCH",
+           aggregate_ok ? "match" : "MISMATCH");
+    printf("pipeline: requests in flight at most %" PRIu64
+           " (held back for credit at most %" PRIu64
+           "), sink mailbox full %" PRIu64 " times, peak RSS %ld KiB\n",
+           prep.inflight_peak, ts.held_peak, krep.full, peak_kib);
     printf("produced=%" PRIu64 " consumed=%" PRIu64 " lost=%" PRId64
            " retried=%" PRIu64 " duplicates=%" PRIu64 " invalid=%" PRIu64
-           " checksum_ok=%d complete=%d interrupted=%d workers_killed=%" PRIu64
-           " elapsed_s=%.3f items_per_s=%.0f\n",
-           prep.produced, crep.consumed, lost, prep.retried, crep.duplicates,
-           crep.invalid, checksum_ok ? 1 : 0, have_prep && have_crep ? 1 : 0,
-           interrupted ? 1 : 0, prep.killed, elapsed_s, rate);
+           " malformed=%" PRIu64 " checksum_ok=%d aggregate_ok=%d complete=%d"
+           " interrupted=%d workers_killed=%" PRIu64 " inflight_peak=%" PRIu64
+           " sink_full=%" PRIu64 " peak_rss_kib=%ld elapsed_s=%.3f"
+           " items_per_s=%.0f\n",
+           srep.produced, krep.consumed, lost, retried, krep.duplicates,
+           krep.invalid, prep.malformed, checksum_ok ? 1 : 0,
+           aggregate_ok ? 1 : 0, complete ? 1 : 0, interrupted ? 1 : 0,
+           srep.killed, prep.inflight_peak, krep.full, peak_kib, elapsed_s,
+           rate);
 
-    bool ok = run_rc == 0 && have_prep && have_crep &&
-              prep.produced == target && lost == 0 && crep.duplicates == 0 &&
-              crep.invalid == 0 && checksum_ok;
+    bool ok = run_rc == 0 && complete && srep.produced == target &&
+              lost == 0 && krep.duplicates == 0 && krep.invalid == 0 &&
+              prep.malformed == 0 && checksum_ok && aggregate_ok;
     /* Stopped by a signal: 128 + signal, as shells expect (the summary
      * says whether the orderly shutdown drained everything). */
     if (exit_code != 0)

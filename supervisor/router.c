@@ -386,8 +386,10 @@ static int router_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
 }
 
 static int route(tr_ctx *ctx, router *s, tr_msg *msg) {
-    if (s->n == 0)
-        return 0; /* no routee: dropped (the requester's timeout tells) */
+    if (s->n == 0) { /* no routee: dropped, a request failed back */
+        tr__request_fail(tr_ctx_runtime(ctx), ctx, msg, TR_ENOACTOR);
+        return 0;
+    }
     if (s->how == TR_ROUTE_BROADCAST) {
         for (uint32_t i = 0; i < s->n; i++) {
             tr_msg *c = copy_of(msg);
@@ -398,8 +400,10 @@ static int route(tr_ctx *ctx, router *s, tr_msg *msg) {
         }
         return 0;
     }
-    /* A routee that just ended: dropped with it (its DOWN removes it). */
-    (void)tr_forward(ctx, s->r[pick(ctx, s, msg)].ref, msg);
+    /* A routee that just ended (its DOWN will remove it): dropped, a
+     * request failed back. */
+    if (tr_forward(ctx, s->r[pick(ctx, s, msg)].ref, msg) != 0)
+        tr__request_fail(tr_ctx_runtime(ctx), ctx, msg, TR_ENOACTOR);
     return 0;
 }
 

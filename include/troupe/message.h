@@ -54,6 +54,13 @@ typedef struct tr_msg tr_msg;
 /* Delivered to a requester whose request timed out; tr_msg_request_id()
  * names the request, tr_msg_u64() is TR_ETIMEDOUT (as uint64 of the int). */
 #define TR_TAG_TIMEOUT 0xFFFF0001u
+/* Delivered to a requester, as the reply, when its request can never be
+ * answered: the actor it was sent to ended with the request still queued
+ * (or a router had no live routee to forward it to). tr_msg_u64() is
+ * TR_ENOACTOR (as uint64 of the int). Requests lost with a worker process
+ * or node come back as TR_TAG_REMOTE_FAILED (remote.h) instead. So a
+ * requester learns at once, not at its timeout. */
+#define TR_TAG_REQUEST_FAILED 0xFFFF0006u
 
 typedef enum tr_payload_kind {
     TR_PAYLOAD_NONE = 0,

@@ -17,8 +17,8 @@
  *
  * Routees are monitored: one that ends leaves the pool. The pool grows and
  * shrinks at runtime (tr_router_add / tr_router_remove). With no routee a
- * message is dropped and counted as a dead letter (a request gets its
- * timeout). */
+ * message is dropped and counted as a dead letter (a request is failed
+ * back at once: TR_TAG_REQUEST_FAILED). */
 #ifndef TROUPE_ROUTER_H
 #define TROUPE_ROUTER_H
 
