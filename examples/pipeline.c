@@ -85,6 +85,7 @@
 /* Mailbox limits (messages) of the two bounded stages. */
 #define PARSE_LIMIT 1024u
 #define SINK_LIMIT 1024u
+#define ROUTEE_LIMIT 1024u /* local routees (--local) */
 /* Records the source makes per turn (then it yields: a muted source is
  * parked between turns). */
 #define SOURCE_BATCH 256u
@@ -700,14 +701,18 @@ static int parse_start(tr_ctx *ctx, void *state) {
     if (rc != 0)
         return rc;
     /* The CPU stage: a supervised pool, its routees restarted by their
-     * own supervisor (a routee whose proxy gave up ends TR_ELOST). */
+     * own supervisor (a routee whose proxy gave up ends TR_ELOST). Local
+     * routees get bounded mailboxes (remote ones are bounded by credit). */
+    static const tr_mailbox_limit routee_limit = {
+        .max_msgs = ROUTEE_LIMIT, .policy = TR_OVERFLOW_BACKPRESSURE};
     tr_router_pool_config pc = {
         .how = TR_ROUTE_ROUND_ROBIN,
         .routee = {.name = "cpu",
                    .behavior = p->cfg.local ? &worker_behavior : NULL,
                    .remote = p->cfg.local ? NULL : REMOTE_WORKER,
                    .restart = TR_RESTART_PERMANENT,
-                   .shutdown_ms = 1000},
+                   .shutdown_ms = 1000,
+                   .mailbox = &routee_limit},
         .size = p->cfg.workers,
         .sup = {.name = "cpu-pool",
                 .strategy = TR_SUP_ONE_FOR_ONE,

@@ -528,9 +528,16 @@ static int pool_spawn(tr_runtime *rt, tr_ctx *ctx,
     int rc = pool_new(cfg, &s.pool);
     if (rc != 0)
         return rc;
-    rc = ctx != NULL
-             ? tr_spawn(ctx, &router_behavior, &s, sizeof s, out)
-             : tr_runtime_spawn(rt, &router_behavior, &s, sizeof s, out);
+    /* The router's own mailbox is bounded too (`hold` messages): when the
+     * routees are behind, the router is muted on them, its mailbox fills
+     * and its senders are muted in turn, instead of queueing without
+     * bound in front of the pool. */
+    tr_mailbox_limit lim = {.max_msgs = s.pool->hold_max,
+                            .policy = TR_OVERFLOW_BACKPRESSURE};
+    rc = ctx != NULL ? tr_spawn_bounded(ctx, &router_behavior, &s, sizeof s,
+                                        &lim, out)
+                     : tr_runtime_spawn_bounded(rt, &router_behavior, &s,
+                                                sizeof s, &lim, out);
     if (rc != 0)
         pool_free(s.pool);
     return rc;

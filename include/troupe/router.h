@@ -60,7 +60,10 @@ TR_API int tr_router_remove(tr_ctx *ctx, tr_ref router, tr_ref routee);
  * and backoff; a restarted routee (a new actor) is routed to as soon as it
  * has started. While no routee runs, messages are held in order (not
  * dropped); with `hold` of them held, the senders are muted until a
- * routee is back. Messages queued at a routee when it dies are lost with
+ * routee is back. The router's own mailbox is bounded by `hold` too
+ * (backpressure policy): when the routees fall behind, the router's
+ * senders are muted rather than queueing without bound in front of the
+ * pool. Messages queued at a routee when it dies are lost with
  * it, as for any restart (for remote routees registered with
  * TR_REG_IDEMPOTENT, requests are resent instead). When the supervisor
  * fails (restart intensity exceeded) the router fails with its reason.

@@ -228,6 +228,8 @@ static void test_local_mode(void **state) {
     const char *line = last_line(&g_child);
     assert_clean_summary(line, 20000);
     assert_int_equal(field(line, "retried"), 0);
+    /* Routees, router, parse and sink bounded: a few limits' worth. */
+    assert_true(field(line, "inflight_peak") <= 12000);
     assert_int_equal(g_nseen, 0); /* no worker process at all */
 }
 
