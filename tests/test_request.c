@@ -35,6 +35,8 @@ enum {
     R_NONREQ_RC,
     R_NONREQ_KEPT,
     R_REQ_FLAGS,
+    R_FAILED,
+    R_FAILED_CODE,
     R_LAST
 };
 
@@ -110,6 +112,12 @@ static int requester_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
         tr_msg *none = NULL;
         rc = tr_request(ctx, st->targets[0], &none, 100, NULL);
         tu_report(ctx, st->report_to, R_RC_NULLPTR, rc64(rc));
+        return 0;
+    }
+
+    if (tag == TR_TAG_REQUEST_FAILED) { /* delivered as the reply */
+        tu_report(ctx, st->report_to, R_FAILED, tr_msg_request_id(msg));
+        tu_report(ctx, st->report_to, R_FAILED_CODE, tr_msg_u64(msg));
         return 0;
     }
 
@@ -472,6 +480,37 @@ static void test_request_misuse(void **state) {
     tu_env_finish(e);
 }
 
+/* A request still queued when its target ends is failed back at once
+ * (TR_TAG_REQUEST_FAILED), not left to its timeout. */
+static void test_request_failed_when_target_ends(void **state) {
+    tu_env *e = *state;
+    tu_env_init(e, 2);
+    tr_ref slow = spawn_responder(e, RESP_SLOW, 500);
+    const int64_t timeout = 10000;
+    tr_ref req = spawn_requester(e, &slow, &timeout, 1);
+    tu_env_start(e);
+    reports r = {0};
+    ask(e, req, 0, 1);
+    collect_until(e, &r, R_REQ_ID, 1, TU_PROMPT_MS);
+    uint64_t first = r.value[R_REQ_ID];
+    collect_until(e, &r, R_REQ_FLAGS, 1, TU_PROMPT_MS); /* it is busy */
+    /* Cancelled while busy with the first; the second arrives after the
+     * cancel, so it is never handled. */
+    TU_ASSERT_OK(tr_cancel(e->rt, slow, TR_EXIT_CANCELLED, -1));
+    ask(e, req, 0, 2);
+    collect_until(e, &r, R_REQ_ID, 2, TU_PROMPT_MS);
+    uint64_t second = r.value[R_REQ_ID];
+    int64_t t0 = tu_now_ms();
+    collect_until(e, &r, R_FAILED_CODE, 1, 3000);
+    assert_true(tu_now_ms() - t0 < 3000); /* long before the 10 s timeout */
+    assert_int_equal(r.value[R_FAILED], second);
+    assert_int_equal(rc_of(r.value[R_FAILED_CODE]), TR_ENOACTOR);
+    collect_until(e, &r, R_REPLY, 1, TU_PROMPT_MS); /* the first: answered */
+    assert_int_equal(r.value[R_REPLY], first);
+    assert_int_equal(r.count[R_TIMEOUT], 0);
+    tu_env_finish(e);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST(test_request_reply_round_trip),
@@ -481,6 +520,7 @@ int main(void) {
         TU_TEST(test_late_reply_not_mistaken_for_next),
         TU_TEST(test_reply_to_non_request),
         TU_TEST(test_request_misuse),
+        TU_TEST(test_request_failed_when_target_ends),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

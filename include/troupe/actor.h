@@ -126,7 +126,10 @@ TR_API int tr_forward(tr_ctx *ctx, tr_ref to, tr_msg *msg);
 
 /* Request/reply. Sends *msg to `to` as a request with a fresh id (written
  * to *req_id if not NULL). Exactly one of these reaches the requester as a
- * message: the reply (tr_msg_is_reply true, tr_msg_request_id = the id), or
+ * message: the reply (tr_msg_is_reply true, tr_msg_request_id = the id);
+ * a failure in its place — TR_TAG_REQUEST_FAILED (message.h: the target
+ * ended with the request still queued, so it will never be handled) or
+ * TR_TAG_REMOTE_FAILED (remote.h: lost with a worker process or node); or
  * a TR_TAG_TIMEOUT message with that id after timeout_ms (-1 = no
  * timeout). A reply that arrives after the timeout is discarded and counted
  * in stats.late_replies: it is never mistaken for another request's reply.
