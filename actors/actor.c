@@ -343,9 +343,14 @@ void tr__debug_monitor(tr_runtime *rt) {
     }
 }
 
-static void drop_dead_letter(tr_ctx *ctx, tr__actor *a, tr_msg *m) {
+/* A message that will never be handled. A request among them is failed
+ * back to its requester (TR_TAG_REQUEST_FAILED), unless the requester has
+ * given up on it already (then it would only be a late reply). */
+static void drop_unhandled(tr_ctx *ctx, tr__actor *a, tr_msg *m,
+                          bool requester_waits) {
     bump(&ctx->st.dead_letters);
-    tr__request_fail(ctx->rt, ctx, m, TR_ENOACTOR);
+    if (requester_waits)
+        tr__request_fail(ctx->rt, ctx, m, TR_ENOACTOR);
     if (tr__log_enabled(TR_LOG_DEBUG))
         tr__log_sampled(&dead_letter_log_count, TR_LOG_DEBUG,
                         "dead letter: tag 0x%x to slot %u gen %u", m->tag,
@@ -577,7 +582,7 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
             recheck = true;
         } else if (m->target_gen != gen || gen == 0) {
             tr__sys_dead_letter(ctx, a, m);
-            drop_dead_letter(ctx, a, m);
+            drop_unhandled(ctx, a, m, true);
         } else if (beh == &tr__inbox_behavior) {
             if ((m->flags & TR__F_SYS) && m->tag == TR__SYS_KILL) {
                 /* tr_inbox_destroy: let go of the inbox, free the slot. */
@@ -592,7 +597,7 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
             deliver = tr__sys_handle(ctx, a, m);
             recheck = true;
         } else if (stopping) {
-            drop_dead_letter(ctx, a, m);
+            drop_unhandled(ctx, a, m, true);
         } else if ((m->flags & (TR__F_REPLY | TR__F_TIMEOUT)) &&
                    !raw_replies_of(beh) && !tr__request_filter(ctx, a, m)) {
             tr__msg_release_payload(m);
@@ -600,7 +605,7 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
             tr__msg_release_payload(m); /* demonitored */
         } else if ((m->flags & TR__F_REQUEST) &&
                    tr__req_cancel_check(rt, m->sender.id, m->req_id)) {
-            drop_dead_letter(ctx, a, m); /* its requester gave up */
+            drop_unhandled(ctx, a, m, false); /* its requester gave up */
         } else if (ordinary && tr__bound_drop_oldest(a)) {
             tr__msg_release_payload(m); /* drop-oldest: counted there */
         } else {
@@ -612,7 +617,7 @@ bool tr__actor_run(tr__worker *w, void *unit, void *arg) {
             if (check_kill(ctx, a)) {
                 deliver = false; /* killed: this message is not handled */
                 recheck = true;
-                drop_dead_letter(ctx, a, m);
+                drop_unhandled(ctx, a, m, true);
             }
         }
         if (deliver) {
