@@ -108,22 +108,23 @@
 #define NAME_PROGRESS "pipeline.progress"
 #define NAME_SINK "pipeline.sink"
 #define NAME_PARSE "pipeline.parse"
+#define NAME_SOURCE "pipeline.source"
 
 /* Message tags (application tags are below TR_TAG_SYSTEM). */
 enum {
-    TAG_RECORD = 1,  /* source -> parse: BYTES text "id value" */
-    TAG_ITEM,        /* parse -> pool (a request): BYTES struct item */
-    TAG_RESULT,      /* worker -> parse (the reply), parse -> sink:
-                        BYTES struct result */
-    TAG_EOF,         /* source -> parse, parse -> sink: no more */
-    TAG_PUMP,        /* source -> itself: make the next batch */
-    TAG_PRODUCED,    /* source -> progress: U64 records made so far */
-    TAG_CONSUMED,    /* sink -> progress: U64 items consumed so far */
-    TAG_RETRIED,     /* parse -> progress: U64 requests sent again */
-    TAG_KILLED,      /* killer -> source -> progress: U64 kills so far */
-    TAG_TICK,        /* timer -> progress: redraw */
-    TAG_FINISH,      /* sink -> progress: U64 final count; stop */
-    TAG_KILL,        /* timer -> killer */
+    TAG_RECORD = 1,    /* source -> parse: BYTES text "id value" */
+    TAG_ITEM,          /* parse -> pool (a request): BYTES struct item */
+    TAG_RESULT,        /* worker -> parse (the reply), parse -> sink:
+                          BYTES struct result */
+    TAG_EOF,           /* source -> parse, parse -> sink: no more */
+    TAG_PUMP,          /* source -> itself: make the next batch */
+    TAG_PRODUCED,      /* source -> progress: U64 records made so far */
+    TAG_CONSUMED,      /* sink -> progress: U64 items consumed so far */
+    TAG_RETRIED,       /* parse -> progress: U64 requests sent again */
+    TAG_KILLED,        /* killer -> source -> progress: U64 kills so far */
+    TAG_TICK,          /* timer -> progress: redraw */
+    TAG_FINISH,        /* sink -> progress: U64 final count; stop */
+    TAG_KILL,          /* timer -> killer */
     TAG_SOURCE_REPORT, /* -> main: BYTES struct source_report */
     TAG_PARSE_REPORT,  /* -> main: BYTES struct parse_report */
     TAG_SINK_REPORT    /* -> main: BYTES struct sink_report */
@@ -134,11 +135,11 @@ enum {
 struct setup {
     uint64_t items;
     uint32_t workers;
-    bool local;          /* CPU stage in this process */
-    bool live;           /* progress line on screen */
+    bool local; /* CPU stage in this process */
+    bool live;  /* progress line on screen */
     int64_t kill_every_ms;
     uint32_t slow_sink_us; /* the sink's extra work per item */
-    tr_ref report_to;    /* main's inbox */
+    tr_ref report_to;      /* main's inbox */
 };
 
 /* ---- the work ---- */
@@ -178,9 +179,7 @@ static uint64_t item_digest(uint64_t value) {
 }
 
 /* The sink's aggregate: which of the 16 buckets a digest falls in. */
-static unsigned bucket_of(uint64_t digest) {
-    return (unsigned)(digest >> 60);
-}
+static unsigned bucket_of(uint64_t digest) { return (unsigned)(digest >> 60); }
 
 /* ---- helpers shared by the actors ---- */
 
@@ -446,6 +445,8 @@ static int source_start(tr_ctx *ctx, void *state) {
         struct killer_state k = {.period_ms = s->cfg.kill_every_ms};
         rc = tr_spawn(ctx, &killer_behavior, &k, sizeof k, NULL);
     }
+    if (rc == 0)
+        rc = register_as(ctx, NAME_SOURCE);
     return rc != 0 ? rc : tr_send_tag(ctx, tr_self(ctx), TAG_PUMP);
 }
 
@@ -669,8 +670,9 @@ static int parse_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
             !flight_take(p, tr_msg_request_id(msg), &it))
             return TR_EPROTO; /* every reply answers a request in flight */
         if (read_bytes(msg, &r, sizeof r) != 0 || r.id != it.id)
-            return tr_fail(ctx, TR_EPROTO, "reply for item %" PRIu64
-                           " names item %" PRIu64, it.id, r.id);
+            return tr_fail(ctx, TR_EPROTO,
+                           "reply for item %" PRIu64 " names item %" PRIu64,
+                           it.id, r.id);
         if ((rc = tr_forward(ctx, p->sink, msg)) != 0)
             return rc;
         return parse_finish(ctx, p);
@@ -681,8 +683,8 @@ static int parse_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
         if (!flight_take(p, tr_msg_request_id(msg), &it))
             return 0; /* not ours: a stale outcome */
         p->rep.retried++;
-        if ((rc = tr_send_u64(ctx, p->progress, TAG_RETRIED,
-                              p->rep.retried)) != 0)
+        if ((rc = tr_send_u64(ctx, p->progress, TAG_RETRIED, p->rep.retried)) !=
+            0)
             return rc;
         return parse_send(ctx, p, it);
     case TAG_EOF:
@@ -723,12 +725,22 @@ static int parse_start(tr_ctx *ctx, void *state) {
     return register_as(ctx, NAME_PARSE);
 }
 
-/* Shutdown: keep going until the source's EOF and every reply are in. */
-static int drain_on_cancel(tr_ctx *ctx, void *state, int reason) {
-    (void)ctx;
-    (void)state;
+/* True if the stage registered as `name` is running. */
+static bool stage_alive(tr_ctx *ctx, const char *name) {
+    tr_ref r;
+    return tr_whereis(tr_ctx_runtime(ctx), name, &r) == 0;
+}
+
+/* Shutdown: keep going until the source's EOF and every reply are in.
+ * (Stages stop youngest first: a source that is not running now never
+ * will, e.g. a signal during the start; its EOF is not coming.) */
+static int parse_cancel(tr_ctx *ctx, void *state, int reason) {
+    struct parse_state *p = state;
     (void)reason;
-    return TR_DRAIN;
+    if (!p->eof && !stage_alive(ctx, NAME_SOURCE))
+        p->eof = true;
+    int rc = parse_finish(ctx, p);
+    return rc == TR_STOP ? 0 : rc < 0 ? rc : TR_DRAIN;
 }
 
 static void parse_stop(tr_ctx *ctx, void *state, int reason) {
@@ -743,7 +755,7 @@ static const tr_behavior parse_behavior = {
     .name = "parse",
     .handle = parse_handle,
     .on_start = parse_start,
-    .on_cancel = drain_on_cancel,
+    .on_cancel = parse_cancel,
     .on_stop = parse_stop,
     .state_size = sizeof(struct parse_state),
 };
@@ -756,8 +768,8 @@ struct sink_report {
     uint64_t invalid;    /* ids outside 1..N, malformed results */
     uint64_t checksum;   /* sum (mod 2^64) of the digests of distinct ids */
     uint64_t buckets[BUCKETS]; /* the aggregate: digests per top nibble */
-    uint64_t full;       /* times its mailbox reached its limit */
-    int64_t finished_ns; /* tr_now_ns when the last result was in */
+    uint64_t full;             /* times its mailbox reached its limit */
+    int64_t finished_ns;       /* tr_now_ns when the last result was in */
 };
 
 struct sink_state {
@@ -803,37 +815,47 @@ static int sink_result(tr_ctx *ctx, struct sink_state *s, const tr_msg *msg) {
     return 0;
 }
 
+/* End of stream: the report to main, the final count to progress, and
+ * (unless the supervisor is stopping us already) the end of the run. */
+static int sink_finish(tr_ctx *ctx, struct sink_state *s) {
+    tr_runtime *rt = tr_ctx_runtime(ctx);
+    s->rep.finished_ns = tr_now_ns();
+    tr_mailbox_stats ms;
+    if (tr_mailbox_stats_get(rt, tr_self(ctx), &ms) == 0)
+        s->rep.full = ms.full;
+    int rc = send_bytes(ctx, s->cfg.report_to, TAG_SINK_REPORT, &s->rep,
+                        sizeof s->rep);
+    if (rc == 0)
+        rc = tr_send_u64(ctx, s->progress, TAG_FINISH, s->rep.consumed);
+    /* The last stage: the run is over, end the supervisor (unless it
+     * is already stopping us). */
+    if (rc == 0 && !s->cancelled)
+        rc = tr_cancel(rt, tr_parent(ctx), TR_EXIT_SHUTDOWN, -1);
+    return rc != 0 ? rc : TR_STOP;
+}
+
 static int sink_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     struct sink_state *s = state;
     switch (tr_msg_tag(msg)) {
     case TAG_RESULT:
         return sink_result(ctx, s, msg);
-    case TAG_EOF: {
-        tr_runtime *rt = tr_ctx_runtime(ctx);
-        s->rep.finished_ns = tr_now_ns();
-        tr_mailbox_stats ms;
-        if (tr_mailbox_stats_get(rt, tr_self(ctx), &ms) == 0)
-            s->rep.full = ms.full;
-        int rc = send_bytes(ctx, s->cfg.report_to, TAG_SINK_REPORT, &s->rep,
-                            sizeof s->rep);
-        if (rc == 0)
-            rc = tr_send_u64(ctx, s->progress, TAG_FINISH, s->rep.consumed);
-        /* The last stage: the run is over, end the supervisor (unless it
-         * is already stopping us). */
-        if (rc == 0 && !s->cancelled)
-            rc = tr_cancel(rt, tr_parent(ctx), TR_EXIT_SHUTDOWN, -1);
-        return rc != 0 ? rc : TR_STOP;
-    }
+    case TAG_EOF:
+        return sink_finish(ctx, s);
     default:
         return TR_EPROTO;
     }
 }
 
+/* Drains until parse's EOF; if parse is not running (it never started),
+ * none is coming. */
 static int sink_cancel(tr_ctx *ctx, void *state, int reason) {
-    (void)ctx;
+    struct sink_state *s = state;
     (void)reason;
-    ((struct sink_state *)state)->cancelled = true;
-    return TR_DRAIN; /* until parse's EOF */
+    s->cancelled = true;
+    if (stage_alive(ctx, NAME_PARSE))
+        return TR_DRAIN;
+    int rc = sink_finish(ctx, s);
+    return rc == TR_STOP ? 0 : rc;
 }
 
 static void sink_stop(tr_ctx *ctx, void *state, int reason) {
@@ -1034,8 +1056,8 @@ int main(int argc, char **argv) {
      * registered, and tr_worker_main called, before anything else. In a
      * worker process tr_worker_main runs the worker and never returns.
      * Idempotent: a request lost with its process is sent again. */
-    int rc = tr_register_flags(REMOTE_WORKER, &worker_behavior,
-                               TR_REG_IDEMPOTENT);
+    int rc =
+        tr_register_flags(REMOTE_WORKER, &worker_behavior, TR_REG_IDEMPOTENT);
     if (rc != 0 || (rc = tr_worker_main(argc, argv)) != 0)
         return fail("worker setup", rc);
 
@@ -1097,8 +1119,7 @@ int main(int argc, char **argv) {
                opt.items, opt.workers, tr_pool_size(rt), tr_runtime_workers(rt),
                POOL_WINDOW);
     printf("pipeline: mailbox limits parse %u, sink %u (backpressure)%s\n",
-           PARSE_LIMIT, SINK_LIMIT,
-           opt.slow_sink_us > 0 ? ", slow sink" : "");
+           PARSE_LIMIT, SINK_LIMIT, opt.slow_sink_us > 0 ? ", slow sink" : "");
     if (opt.slow_sink_us > 0)
         printf("pipeline: the sink spends %" PRIu64 " us more per item\n",
                opt.slow_sink_us);
@@ -1191,8 +1212,8 @@ int main(int argc, char **argv) {
            srep.killed, prep.inflight_peak, krep.full, peak_kib, elapsed_s,
            rate);
 
-    bool ok = run_rc == 0 && complete && srep.produced == target &&
-              lost == 0 && krep.duplicates == 0 && krep.invalid == 0 &&
+    bool ok = run_rc == 0 && complete && srep.produced == target && lost == 0 &&
+              krep.duplicates == 0 && krep.invalid == 0 &&
               prep.malformed == 0 && checksum_ok && aggregate_ok;
     /* Stopped by a signal: 128 + signal, as shells expect (the summary
      * says whether the orderly shutdown drained everything). */
