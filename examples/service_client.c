@@ -255,28 +255,31 @@ static int run(struct run *r) {
         bool more_to_send = !r->stop_sending && r->next <= r->o.requests;
         if (r->outstanding == 0 && !more_to_send)
             return 0;
-        /* Sleep until a reply, the next paced send, room to send, or the
+        /* Sleep until a reply, room to send, the next paced send, or the
          * moment the oldest request is overdue. */
         int64_t now = tr_now_ms();
-        int64_t wake = INT64_MAX;
+        int64_t give_up = INT64_MAX, wake;
         if (r->outstanding > 0)
-            wake = r->sent_ms[r->low] + (int64_t)r->o.deadline_ms +
-                   (int64_t)r->o.wait_ms;
-        if (more_to_send && r->outstanding < r->o.concurrency && !blocked &&
-            r->o.rate > 0) {
-            uint64_t n = r->next - 1;
-            int64_t due =
-                (start_ns + (int64_t)(n * 1000000000u / r->o.rate)) / 1000000;
-            wake = due < wake ? due : wake;
-        }
-        if (r->outstanding > 0 && now >= wake) {
+            give_up = r->sent_ms[r->low] + (int64_t)r->o.deadline_ms +
+                      (int64_t)r->o.wait_ms;
+        if (now >= give_up) {
             fprintf(stderr,
                     "service_client: no reply to request %" PRIu64
                     " for %" PRIu64 " ms past its deadline: giving up\n",
                     r->low, r->o.wait_ms);
             return 0;
         }
-        long timeout = wake == INT64_MAX ? -1 : (long)(wake - now);
+        wake = give_up;
+        if (more_to_send && r->outstanding < r->o.concurrency && !blocked &&
+            r->o.rate > 0) {
+            uint64_t n = r->next - 1;
+            int64_t due_ns = start_ns + (int64_t)(n * 1000000000u / r->o.rate);
+            int64_t due = (due_ns + 999999) / 1000000; /* rounded up */
+            wake = due < wake ? due : wake;
+        }
+        long timeout = wake == INT64_MAX ? -1
+                       : wake > now      ? (long)(wake - now)
+                                         : 0;
         zmq_pollitem_t item = {r->sock, 0, ZMQ_POLLIN, 0};
         if (blocked)
             item.events |= ZMQ_POLLOUT;
