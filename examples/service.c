@@ -229,7 +229,6 @@ struct service_report {
     int reason;        /* the front's exit reason */
     bool stopped;      /* on_stop ran */
     bool child_failed; /* the supervisor, router or limiter ended */
-    bool drained;      /* it stopped by its own drain */
 };
 
 struct front_config {
@@ -859,7 +858,6 @@ static int on_tick(tr_ctx *ctx, struct front *f) {
     bool done = f->inflight == 0 && f->out_n == 0 && quiet;
     if (!done && since < f->cfg.drain_ms + 2 * f->cfg.linger_ms)
         return 0;
-    f->rep.drained = true;
     return TR_STOP;
 }
 
