@@ -454,7 +454,9 @@ static void test_malformed_frames_bad_and_service_serves(void **state) {
 
 static void test_sigterm_under_load_answers_everything(void **state) {
     (void)state;
-    server_start("--drain-ms", "5000", "--linger-ms", "500", NULL);
+    /* The linger (no request for 1 s before the socket closes) is the
+     * margin for a client that was slow to send its last request. */
+    server_start("--drain-ms", "5000", "--linger-ms", "1000", NULL);
     for (unsigned i = 0; i < 2; i++)
         client_start(i, "--requests", "10000000", "--concurrency", "16",
                      "--work", "200000", "--deadline-ms", "3000", NULL);
