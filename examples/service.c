@@ -39,7 +39,8 @@
  *                                   |   ^                    (round robin)
  *                  limiter <-acquire+   +--reply/timeout--- worker proxies
  *                  (token bucket)        (worker.i in pool processes,
- *                                         children of a supervisor)
+ *                                         children of the router's
+ *                                         supervisor)
  *
  * - The front owns the ROUTER socket; it is the only actor that touches
  *   it, one turn at a time (the mailbox orders the turns, so the socket
@@ -76,13 +77,15 @@
  *   a job whose requester has given up. (A request's own cancellation,
  *   tr_request_cancelled, does not cross the router; the deadline does.)
  * - Workers are remote actors of the registered behaviour
- *   "service.worker", children of a one_for_one supervisor (.remote
- *   specs) that restarts them when their process dies. The front
- *   monitors the workers it gave the router; when one ends it asks the
- *   supervisor for its children (which_children) until every worker is
- *   running again and gives the router the new ones (the router drops
- *   the dead one by itself). The socket is bound only once every worker
- *   is running.
+ *   "service.worker" in a supervised router pool
+ *   (tr_router_pool_spawn): the router starts a one_for_one supervisor
+ *   whose children they are, routes round robin, and routes to a worker
+ *   again as soon as the supervisor has restarted it (its process died:
+ *   the pool restarted the process, its requests in flight came back
+ *   FAILED). While no worker runs, the router holds the jobs in order.
+ *   A job the router hands to a worker that has just died (before the
+ *   router has heard of it) is lost with it: that request is answered
+ *   DEADLINE when its timeout fires.
  * - Shutdown (SIGINT/SIGTERM; handle_signals): the runtime cancels the
  *   front, which drains (on_cancel returns TR_DRAIN): new requests are
  *   answered SHUTTING_DOWN; accepted ones finish (OK/DEADLINE/FAILED);
@@ -90,11 +93,11 @@
  *   stops when nothing is in flight, every reply is out and no request
  *   has come in for --linger-ms (clients that heard SHUTTING_DOWN stop
  *   sending; the ones still on the wire get their answer), at the latest
- *   2 * --linger-ms after the drain. Then its children stop (router,
- *   limiter, supervisor and with it the remote workers), tr_runtime_run
- *   returns, main stops the pool (the worker processes), terminates the
- *   ZeroMQ context (ZMQ_LINGER bounds the flush of the last replies) and
- *   prints the summary. A second signal stops at once.
+ *   2 * --linger-ms after the drain. Then its children stop (the
+ *   limiter; the router, its supervisor and the remote workers),
+ *   tr_runtime_run returns, main stops the pool (the worker processes),
+ *   terminates the ZeroMQ context (ZMQ_LINGER bounds the flush of the
+ *   last replies) and prints the summary. A second signal stops at once.
  *
  * Counters (the last line of stdout):
  *   received = accepted + busy + bad + shutdown_rejected
@@ -133,8 +136,6 @@
 #define RETRY_MS 5
 /* While stopping, the front looks at its state this often. */
 #define TICK_MS 20
-/* Asking the supervisor again for a worker that is not running yet. */
-#define RECONCILE_MS 50
 /* Rounds of the job between two looks at the deadline (~0.1 ms). */
 #define JOB_SLICE 65536u
 /* Bad requests: the first LOG_FIRST are logged, then one in LOG_EVERY. */
@@ -158,15 +159,14 @@
 #define NIL UINT32_MAX
 
 enum {
-    TAG_JOB = 1,   /* front -> worker: request, BYTES struct job */
-    TAG_RESULT,    /* worker -> front: reply, U64 digest */
-    TAG_IO,        /* reactor -> front: the socket's ZMQ_FD is readable */
-    TAG_DRAIN,     /* front -> itself: more to read */
-    TAG_RETRY,     /* timer -> front: send the queued replies */
-    TAG_EXPIRED,   /* timer -> front: U64 ticket of a request whose
-                      deadline came while it waited for a permit */
-    TAG_RECONCILE, /* timer -> front: ask the supervisor again */
-    TAG_TICK       /* periodic timer -> front while it stops */
+    TAG_JOB = 1, /* front -> worker: request, BYTES struct job */
+    TAG_RESULT,  /* worker -> front: reply, U64 digest */
+    TAG_IO,      /* reactor -> front: the socket's ZMQ_FD is readable */
+    TAG_DRAIN,   /* front -> itself: more to read */
+    TAG_RETRY,   /* timer -> front: send the queued replies */
+    TAG_EXPIRED, /* timer -> front: U64 ticket of a request whose
+                    deadline came while it waited for a permit */
+    TAG_TICK     /* periodic timer -> front while it stops */
 };
 
 /* ---- the worker (runs in a worker process) ---- */
@@ -225,10 +225,10 @@ static const tr_behavior worker_behavior = {
  * runs before tr_runtime_run returns; main reads it after. */
 struct service_report {
     uint64_t received, accepted, ok, deadline, failed, busy, bad,
-        shutdown_rejected, undeliverable, restarts;
+        shutdown_rejected, undeliverable;
     int reason;        /* the front's exit reason */
     bool stopped;      /* on_stop ran */
-    bool child_failed; /* the supervisor, router or limiter ended */
+    bool child_failed; /* the router (its pool) or the limiter ended */
 };
 
 struct front_config {
@@ -274,19 +274,11 @@ struct queued_reply {
     unsigned char frame[SVC_REP_SIZE];
 };
 
-struct routee {
-    tr_ref ref;
-    uint64_t mon;
-};
-
 struct front {
     struct front_config cfg;
     void *sock;
     tr_watch_id watch;
-    tr_ref sup, router, limiter;
-    struct routee routees[MAX_WORKERS];
-    uint32_t nroutees;
-    bool reconcile_pending, ever_full;
+    tr_ref router, limiter;
 
     struct slot *slots;
     uint32_t free_top, inflight;
@@ -711,73 +703,6 @@ static int socket_open(tr_ctx *ctx, struct front *f) {
     return socket_io(ctx, f);
 }
 
-/* ---- workers: the supervisor's children, the router's routees ---- */
-
-static int reconcile_later(tr_ctx *ctx, struct front *f) {
-    if (f->reconcile_pending)
-        return 0;
-    int rc = send_self_after(ctx, TAG_RECONCILE, RECONCILE_MS);
-    f->reconcile_pending = rc == 0;
-    return rc;
-}
-
-/* The supervisor's list of children: every running worker the router
- * does not have yet joins it (monitored). Once all of them run for the
- * first time, the service opens its socket. */
-static int on_children(tr_ctx *ctx, struct front *f, const tr_msg *msg) {
-    tr_sup_reply r;
-    int rc = tr_sup_reply_read(msg, &r);
-    if (rc != 0 || r.result != 0)
-        return reconcile_later(ctx, f);
-    for (size_t i = 0; i < r.nchildren; i++) {
-        tr_sup_child_info ci;
-        if (tr_sup_reply_child(msg, i, &ci) != 0 ||
-            ci.state != TR_SUP_CHILD_RUNNING || tr_ref_is_none(ci.ref))
-            continue;
-        bool known = false;
-        for (uint32_t k = 0; k < f->nroutees && !known; k++)
-            known = tr_ref_eq(f->routees[k].ref, ci.ref);
-        if (known || f->nroutees == MAX_WORKERS)
-            continue;
-        struct routee *rt = &f->routees[f->nroutees];
-        if ((rc = tr_monitor(ctx, ci.ref, &rt->mon)) != 0 ||
-            (rc = tr_router_add(ctx, f->router, ci.ref)) != 0)
-            return rc;
-        rt->ref = ci.ref;
-        f->nroutees++;
-        if (f->ever_full) {
-            f->rep.restarts++;
-            fprintf(stderr, "service: %s is back (restart %u)\n", ci.name,
-                    ci.restarts);
-        }
-    }
-    if (f->nroutees < f->cfg.workers)
-        return reconcile_later(ctx, f);
-    if (!f->ever_full) {
-        f->ever_full = true;
-        return socket_open(ctx, f);
-    }
-    return 0;
-}
-
-/* A worker ended (its process died, or it failed): the router has
- * dropped it; the supervisor restarts it. */
-static int on_down(tr_ctx *ctx, struct front *f, const tr_msg *msg) {
-    tr_exit x;
-    if (tr_msg_exit(msg, &x) != 0)
-        return 0;
-    for (uint32_t k = 0; k < f->nroutees; k++) {
-        if (f->routees[k].mon != x.id)
-            continue;
-        if (!f->draining)
-            fprintf(stderr, "service: a worker ended (%s)\n",
-                    tr_exit_reason_name(x.reason));
-        f->routees[k] = f->routees[--f->nroutees];
-        return f->draining ? 0 : reconcile_later(ctx, f);
-    }
-    return 0;
-}
-
 /* ---- replies from the workers, timeouts, permits ---- */
 
 static void on_job_end(struct front *f, const tr_msg *msg, svc_status status,
@@ -877,28 +802,24 @@ static int front_start(tr_ctx *ctx, void *state) {
         f->free_top = i;
     }
 
-    /* The workers: one_for_one, each restarted when its process dies. */
-    char names[MAX_WORKERS][24]; /* "worker." and a uint32 */
-    tr_sup_spec specs[MAX_WORKERS];
-    for (uint32_t k = 0; k < f->cfg.workers; k++) {
-        snprintf(names[k], sizeof names[k], "worker.%u", k);
-        specs[k] = (tr_sup_spec){.name = names[k],
-                                 .remote = WORKER_NAME,
-                                 .restart = TR_RESTART_PERMANENT,
-                                 .shutdown_ms = 1000};
-    }
-    tr_sup_config sc = {.name = "workers",
-                        .strategy = TR_SUP_ONE_FOR_ONE,
-                        .intensity = 4 * f->cfg.workers,
-                        .period_ms = 10000};
-    int rc = tr_sup_start(ctx, &sc, specs, f->cfg.workers, &f->sup);
+    /* The workers: a router over a supervised pool of remote actors, one
+     * restarted when its process dies. It never holds more jobs than the
+     * front has in flight, so it never mutes the front. */
+    tr_router_pool_config pc = {.how = TR_ROUTE_ROUND_ROBIN,
+                                .routee = {.name = "worker",
+                                           .remote = WORKER_NAME,
+                                           .restart = TR_RESTART_PERMANENT,
+                                           .shutdown_ms = 1000},
+                                .size = f->cfg.workers,
+                                .sup = {.name = "workers",
+                                        .strategy = TR_SUP_ONE_FOR_ONE,
+                                        .intensity = 4 * f->cfg.workers,
+                                        .period_ms = 10000},
+                                .hold = n + 1};
+    int rc = tr_router_pool_spawn(ctx, &pc, &f->router);
     if (rc == 0 && f->cfg.rate > 0)
         rc = tr_rate_limiter_spawn(ctx, f->cfg.rate, f->cfg.burst, &f->limiter);
-    if (rc == 0)
-        rc = tr_router_spawn(ctx, TR_ROUTE_ROUND_ROBIN, NULL, 0, &f->router);
-    if (rc == 0) /* answered once they have started */
-        rc = tr_sup_which_children(ctx, f->sup, NULL);
-    return rc;
+    return rc == 0 ? socket_open(ctx, f) : rc;
 }
 
 static int front_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
@@ -933,16 +854,6 @@ static int front_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
         f->retry_armed = false;
         rc = socket_io(ctx, f);
         break;
-    case TR_TAG_SUP_REPLY:
-        rc = on_children(ctx, f, msg);
-        break;
-    case TR_TAG_DOWN:
-        rc = on_down(ctx, f, msg);
-        break;
-    case TAG_RECONCILE:
-        f->reconcile_pending = false;
-        rc = tr_sup_which_children(ctx, f->sup, NULL);
-        break;
     case TAG_TICK:
         rc = on_tick(ctx, f);
         break;
@@ -962,8 +873,9 @@ static int front_cancel(tr_ctx *ctx, void *state, int reason) {
     return begin_drain(ctx, f) == 0 ? TR_DRAIN : 0;
 }
 
-/* The supervisor (intensity exceeded), the router or the limiter ended:
- * the service cannot go on as configured. Stop as on a signal. */
+/* The router (its supervisor exceeded its restart intensity) or the
+ * limiter ended: the service cannot go on as configured. Stop as on a
+ * signal. */
 static void front_child_exit(tr_ctx *ctx, void *state, const tr_exit *x) {
     struct front *f = state;
     fprintf(stderr, "service: a part of the service ended (%s): stopping\n",
@@ -1217,10 +1129,9 @@ int main(int argc, char **argv) {
     printf("accepted=%" PRIu64 " ok=%" PRIu64 " deadline=%" PRIu64
            " failed=%" PRIu64 " busy=%" PRIu64 " bad=%" PRIu64
            " shutdown_rejected=%" PRIu64 " lost=%" PRIu64 " received=%" PRIu64
-           " undeliverable=%" PRIu64 " late_replies=%" PRIu64
-           " worker_restarts=%" PRIu64 " clean=%d\n",
+           " undeliverable=%" PRIu64 " late_replies=%" PRIu64 " clean=%d\n",
            r->accepted, r->ok, r->deadline, r->failed, r->busy, r->bad,
            r->shutdown_rejected, lost, r->received, r->undeliverable,
-           stats.late_replies, r->restarts, clean ? 1 : 0);
+           stats.late_replies, clean ? 1 : 0);
     return clean ? 0 : 1;
 }
