@@ -33,6 +33,9 @@
  *   5 FAILED         accepted, then its worker process was lost, or it
  *                    was still running when the drain time ran out
  *
+ * (A frame over 64 KiB gets no reply: ZeroMQ drops that connection,
+ * ZMQ_MAXMSGSIZE, before the service sees it.)
+ *
  * Design notes
  * ------------
  *   client DEALER ~~zmq~~> ROUTER [front actor] --tr_request--> router
