@@ -70,10 +70,11 @@
  *   beyond is rejected at once, never dropped.
  * - Then the front sends the job to the router with
  *   tr_request(timeout = what is left of the deadline). The reply, the
- *   TR_TAG_TIMEOUT (-> DEADLINE) or a TR_TAG_REMOTE_FAILED (-> FAILED)
- *   finds its slot through a small hash map keyed by request id; a late
- *   reply is dropped by the runtime. A request still waiting for a
- *   permit at its deadline is answered DEADLINE by a timer.
+ *   TR_TAG_TIMEOUT (-> DEADLINE) or a TR_TAG_REMOTE_FAILED /
+ *   TR_TAG_REQUEST_FAILED (-> FAILED) finds its slot through a small
+ *   hash map keyed by request id; a late reply is dropped by the
+ *   runtime. A request still waiting for a permit at its deadline is
+ *   answered DEADLINE by a timer.
  * - The deadline travels with the job as an absolute time on the
  *   monotonic clock (worker processes run on the same host, so they
  *   share it): a worker looks at it between slices of the job and drops
@@ -85,10 +86,11 @@
  *   whose children they are, routes round robin, and routes to a worker
  *   again as soon as the supervisor has restarted it (its process died:
  *   the pool restarted the process, its requests in flight came back
- *   FAILED). While no worker runs, the router holds the jobs in order.
- *   A job the router hands to a worker that has just died (before the
- *   router has heard of it) is lost with it: that request is answered
- *   DEADLINE when its timeout fires.
+ *   FAILED). While no worker runs, the router holds the jobs in order;
+ *   a job it could not hand on (its worker had just died) is failed
+ *   back at once (TR_TAG_REQUEST_FAILED): FAILED too. The router's
+ *   mailbox is bounded by `hold`; the front never has more than
+ *   --max-inflight jobs out, so it is never muted by it.
  * - Shutdown (SIGINT/SIGTERM; handle_signals): the runtime cancels the
  *   front, which drains (on_cancel returns TR_DRAIN): new requests are
  *   answered SHUTTING_DOWN; accepted ones finish (OK/DEADLINE/FAILED);
@@ -837,7 +839,8 @@ static int front_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     case TR_TAG_TIMEOUT:
         on_job_end(f, msg, SVC_DEADLINE, 0);
         break;
-    case TR_TAG_REMOTE_FAILED:
+    case TR_TAG_REMOTE_FAILED:  /* its worker process was lost */
+    case TR_TAG_REQUEST_FAILED: /* it died queued, or found no worker */
         on_job_end(f, msg, SVC_FAILED, 0);
         break;
     case TR_TAG_LIMIT_GRANT:
