@@ -881,14 +881,16 @@ static int front_cancel(tr_ctx *ctx, void *state, int reason) {
 
 /* The router (its supervisor exceeded its restart intensity) or the
  * limiter ended: the service cannot go on as configured. Stop as on a
- * signal. */
+ * signal: what was accepted is still answered (a job queued at the dead
+ * router comes back as TR_TAG_REQUEST_FAILED, the rest by its deadline
+ * or the drain time). */
 static void front_child_exit(tr_ctx *ctx, void *state, const tr_exit *x) {
     struct front *f = state;
     fprintf(stderr, "service: a part of the service ended (%s): stopping\n",
             tr_exit_reason_name(x->reason));
     f->rep.child_failed = true;
-    if (f->sock == NULL || f->draining || begin_drain(ctx, f) != 0)
-        tr_stop(ctx);
+    if (f->sock == NULL || (!f->draining && begin_drain(ctx, f) != 0))
+        tr_stop(ctx); /* nothing accepted yet, or no way to drain */
 }
 
 static void front_stop(tr_ctx *ctx, void *state, int reason) {
