@@ -3,10 +3,11 @@
  * endpoint (this test's pid in the name), its workers are its worker
  * processes, and the clients (examples/service_client.c) are child
  * processes too; the malformed-frame test speaks ZeroMQ itself. Each test
- * ends the service with SIGTERM and checks its summary line against the
- * clients' counts exactly, its exit status (0), and that every worker
- * process it had is gone. Every wait is bounded; the teardown kills and
- * reaps whatever a failed test left running. */
+ * ends the service (SIGTERM; in one test it stops by itself when its
+ * worker pool gives up) and checks its summary line against the clients'
+ * counts exactly, its exit status, and that every worker process it had
+ * is gone. Every wait is bounded; the teardown kills and reaps whatever a
+ * failed test left running. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
