@@ -888,7 +888,8 @@ static int pclient_handle(tr_ctx *ctx, void *st, tr_msg *m) {
             c->seen[c->nseen++] = tr_msg_sender(m);
         break;
     }
-    case TR_TAG_REMOTE_FAILED:
+    case TR_TAG_REMOTE_FAILED:  /* lost with its worker process */
+    case TR_TAG_REQUEST_FAILED: /* its routee ended with it queued */
     case TR_TAG_TIMEOUT:
         c->failed++;
         break;

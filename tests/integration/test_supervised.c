@@ -40,8 +40,11 @@ static void test_restarts_and_deadline(void **state) {
     const char *line = last_line(&c);
     char buf[64];
     assert_true(field(line, "restarts") >= 1);
-    assert_int_equal(field(line, "restarts"),
-                     field(line, "supervisor_restarts"));
+    /* supervisor_restarts is the supervisor's count when main asked for
+     * it; one more restart may come before the shutdown reaches it. */
+    uint64_t sup = field(line, "supervisor_restarts");
+    assert_true(field(line, "restarts") >= sup);
+    assert_true(field(line, "restarts") <= sup + 1);
     assert_true(field(line, "handled") > 0);
     assert_string_equal(field_str(line, "scope", buf, sizeof buf),
                         "cancelled_caught");
