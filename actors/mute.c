@@ -34,7 +34,11 @@
  * The table of who is muted on whom is small (one row per overloaded
  * target with parked senders) and under one lock: muting is the slow
  * path. Deadlock guard (Pony's rule): an actor that is itself overloaded,
- * a system actor or an actor sending to itself is never muted. */
+ * a system actor or an actor sending to itself is never muted. Nor is an
+ * exempt actor (TR__MF_SYSTEM without being a system actor): a worker
+ * process's link, an ordinary actor there so that the worker runs as long
+ * as it does, but the one that brings the CREDIT which relieves a proxy;
+ * muted on an actor muted on that proxy, it would never run again. */
 #include <stdlib.h>
 
 #include "actors/system.h"
@@ -107,6 +111,17 @@ void tr__overload_clear(tr_runtime *rt, tr_ctx *ctx, tr__actor *a,
         tr__mute_release(rt, ctx, tr__make_ref(tr__slot_index(a), gen).id);
 }
 
+int tr__mute_exempt(tr_runtime *rt, tr_ref target) {
+    tr__actor *a = tr__slot_lookup(rt, target.id);
+    if (a == NULL)
+        return TR_ENOACTOR;
+    /* seq_cst like the other RMWs on the flags; read relaxed by its own
+     * thread in tr__mute_park, which runs after the spawn published it. */
+    atomic_fetch_or_explicit(tr__mflags_of(a), TR__MF_SYSTEM,
+                             memory_order_seq_cst);
+    return 0;
+}
+
 int tr__overload_set(tr_runtime *rt, tr_ctx *ctx, tr_ref target, bool on) {
     tr__actor *a = tr__slot_lookup(rt, target.id);
     if (a == NULL)
@@ -154,8 +169,10 @@ static bool sys_queued(tr__actor *a) {
 bool tr__mute_park(tr_ctx *ctx, tr__actor *a, uint64_t target_id) {
     tr_runtime *rt = ctx->rt;
     tr__actor *t = tr__slot_lookup(rt, target_id);
-    if (t == NULL || t == a || (a->ext != NULL && a->ext->system) ||
-        a->beh == NULL)
+    /* TR__MF_SYSTEM: system actors (set at spawn) and exempt ones. */
+    if (t == NULL || t == a || a->beh == NULL ||
+        (atomic_load_explicit(tr__mflags_of(a), memory_order_relaxed) &
+         TR__MF_SYSTEM))
         return false;
     /* Pony's cycle guard: an overloaded actor is not muted, unless its
      * target is a system actor (never muted: no cycle can go through it),

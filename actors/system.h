@@ -59,7 +59,7 @@ typedef struct tr__chunk_head {
 #define TR__MF_HELD 1u   /* set from outside (tr__overload_set) */
 #define TR__MF_MUTED 2u  /* parked: not scheduled until woken */
 #define TR__MF_BEHIND 4u /* its own: a full batch and more waiting */
-#define TR__MF_SYSTEM 8u /* a system actor (never muted) */
+#define TR__MF_SYSTEM 8u /* a system actor, or exempt: never muted */
 #define TR__MF_BOUNDED 16u /* its mailbox has a limit (bounded.c) */
 #define TR__MF_FULL 32u    /* bounded, backpressure policy, at its limit */
 #define TR__MF_PARKING 64u /* MUTED, but its own thread still finishing */
@@ -370,6 +370,9 @@ void tr__mute_release(tr_runtime *rt, tr_ctx *ctx, uint64_t target_id);
 bool tr__mute_park(tr_ctx *ctx, tr__actor *a, uint64_t target_id);
 /* Schedules a if it is parked. */
 void tr__mute_wake(tr_runtime *rt, tr_ctx *ctx, tr__actor *a);
+/* Never mutes target (an ordinary actor that must keep running for the
+ * pressure to be relieved: a worker process's link). Before it runs. */
+int tr__mute_exempt(tr_runtime *rt, tr_ref target);
 void tr__mutes_destroy(tr_runtime *rt);
 
 extern const tr_behavior tr__inbox_behavior;

@@ -296,9 +296,12 @@ TR_API int tr_worker_main(int argc, char **argv) {
     rt->main_link = l;
     /* Here the link is an ordinary (counted) top-level actor: the worker
      * runs as long as it does, and BYE's orderly shutdown stops it last
-     * (it is the oldest). */
+     * (it is the oldest). Never muted, as a system link is: it delivers
+     * to actors that may be muted, and it alone brings the CREDIT that
+     * unmutes them (mute.c). */
     if (tr__link_open(l) != 0 ||
-        tr_runtime_spawn(rt, &tr__link_behavior, &l, sizeof l, &l->self) != 0)
+        tr_runtime_spawn(rt, &tr__link_behavior, &l, sizeof l, &l->self) != 0 ||
+        tr__mute_exempt(rt, l->self) != 0)
         _exit(1);
     (void)tr_runtime_run(rt);
     tr_runtime_destroy(&rt);
