@@ -24,7 +24,10 @@ enum {
     TR__F_REPLY = 1u << 2,   /* answer to req_id */
     TR__F_START = 1u << 3,   /* system: start a new incarnation */
     TR__F_TIMEOUT = 1u << 4, /* system: request req_id timed out */
-    TR__F_SYS = 1u << 5      /* system: tag is a TR__SYS_* kind */
+    TR__F_SYS = 1u << 5,     /* system: tag is a TR__SYS_* kind */
+    /* A runtime tag carrying user data (the transport's forwards from a
+     * proxy to its link): mutes its sender as a user message does. */
+    TR__F_DATA = 1u << 6
 };
 
 struct tr_msg {

@@ -94,7 +94,9 @@ static int send_locked(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m) {
                             m->tag, (unsigned long long)to.id);
         return TR_ENOACTOR;
     }
-    uint32_t m_tag = m->tag; /* m is the receiver's once queued */
+    /* m is the receiver's once queued. A user message, or user data under
+     * a runtime tag (TR__F_DATA), may mute its sender. */
+    bool m_user = m->tag < TR_TAG_SYSTEM || (m->flags & TR__F_DATA);
     /* One load of the target's flags per send (relaxed: a stale value
      * only mutes one turn later); reloaded after a bounded admission,
      * which may have just set FULL. */
@@ -116,8 +118,10 @@ static int send_locked(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m) {
         ctx->turn_sends++;
         /* Only user messages: runtime and toolkit control (tags at or
          * above TR_TAG_SYSTEM: a consumer's take from a full channel, a
-         * limiter release...) must get through to relieve the pressure. */
-        if (ctx->mute_on == 0 && m_tag < TR_TAG_SYSTEM &&
+         * limiter release...) must get through to relieve the pressure.
+         * A proxy's forward of a user message is user data (TR__F_DATA):
+         * a proxy still stops feeding a link that is behind (mute.c). */
+        if (ctx->mute_on == 0 && m_user &&
             (mf & (TR__MF_OVERLOADED | TR__MF_MUTED)))
             ctx->mute_on = to.id;
     }

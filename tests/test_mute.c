@@ -256,6 +256,86 @@ static void test_mute_relieve_stress(void **state) {
     tu_env_finish(e);
 }
 
+/* A producer of messages under a runtime tag, as the transport's proxy
+ * sends its forwards to the link: `data` marks them TR__F_DATA. */
+#define T_CONTROL 0xFFFF7A01u
+
+typedef struct tagged_producer {
+    producer p;
+    bool data;
+} tagged_producer;
+
+static int tagged_handle(tr_ctx *ctx, void *st, tr_msg *m) {
+    tagged_producer *t = st;
+    if (tr_msg_tag(m) != T_NEXT)
+        return TR_UNHANDLED;
+    for (uint32_t i = 0; i < t->p.burst && t->p.sent < t->p.total; i++) {
+        tr_msg *c = tr_msg_new_u64(T_CONTROL, t->p.sent++);
+        if (c == NULL)
+            return TR_ENOMEM;
+        if (t->data)
+            c->flags |= TR__F_DATA;
+        int rc = tr_send(ctx, t->p.sink, &c);
+        if (rc != 0) {
+            tr_msg_destroy(&c);
+            return rc;
+        }
+    }
+    tu_report(ctx, t->p.report, T_SENT, t->p.sent);
+    if (t->p.sent == t->p.total)
+        return TR_STOP;
+    return tr_send_tag(ctx, tr_self(ctx), T_NEXT);
+}
+
+static const tr_behavior tagged_beh = {.name = "tagged producer",
+                                       .handle = tagged_handle,
+                                       .on_start = producer_start,
+                                       .on_stop = producer_stop,
+                                       .state_size = sizeof(tagged_producer)};
+
+static int swallow_handle(tr_ctx *ctx, void *st, tr_msg *m) {
+    (void)ctx;
+    (void)st;
+    return tr_msg_tag(m) == T_CONTROL ? 0 : TR_UNHANDLED;
+}
+
+static const tr_behavior swallow_beh = {.name = "swallow",
+                                        .handle = swallow_handle};
+
+/* Runtime-tagged messages never mute their sender (control must get
+ * through to relieve the pressure), except user data carried under a
+ * runtime tag (TR__F_DATA): a proxy's forwards to a link that is behind. */
+static void test_control_tags_never_mute_but_data_does(void **state) {
+    tu_env *e = *state;
+    tu_env_init(e, 2);
+    tr_ref snk;
+    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &swallow_beh, NULL, 0, &snk));
+    TU_ASSERT_OK(tr__overload_set(e->rt, NULL, snk, true));
+    tagged_producer control = {
+        .p = {.sink = snk, .report = e->inbox_ref, .burst = 10, .total = 200},
+        .data = false};
+    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &tagged_beh, &control,
+                                  sizeof control, NULL));
+    tu_env_start(e);
+    /* Control: every turn goes out although the target is overloaded. */
+    assert_int_equal(wait_sent(e, 200), 200);
+    assert_int_equal(next_stopped(e), TR_EXIT_NORMAL);
+    assert_int_equal(tu_stats(e).muted, 0);
+    /* Data: one turn, then parked until the target is relieved. */
+    tagged_producer data = control;
+    data.data = true;
+    TU_ASSERT_OK(
+        tr_runtime_spawn(e->rt, &tagged_beh, &data, sizeof data, NULL));
+    assert_int_equal(tu_recv_u64(e, T_SENT, TU_PROMPT_MS), 10);
+    tu_expect_silence(e, 300);
+    assert_true(tu_stats(e).muted >= 1);
+    TU_ASSERT_OK(tr__overload_set(e->rt, NULL, snk, false));
+    assert_int_equal(wait_sent(e, 200), 200);
+    assert_int_equal(next_stopped(e), TR_EXIT_NORMAL);
+    TU_ASSERT_OK(tr_cancel(e->rt, snk, TR_EXIT_CANCELLED, -1));
+    tu_env_finish(e);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         TU_TEST(test_muted_producer_waits_then_resumes_in_order),
@@ -263,6 +343,7 @@ int main(void) {
         TU_TEST(test_overloaded_target_dies_releases_senders),
         TU_TEST(test_shutdown_with_parked_actors),
         TU_TEST(test_mute_relieve_stress),
+        TU_TEST(test_control_tags_never_mute_but_data_does),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

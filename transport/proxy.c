@@ -157,6 +157,10 @@ int tr__fwd_send(tr_ctx *ctx, tr_runtime *rt, tr_ref link, tr__fwd *f) {
         tr__fwd_free(f);
         return TR_ENOMEM;
     }
+    /* A user's send or request: its proxy is muted while the link is
+     * behind, as for any user message (a cancel or a spawn is not). */
+    if (f->kind == TR__K_SEND || f->kind == TR__K_REQUEST)
+        m->flags |= TR__F_DATA;
     int rc =
         ctx != NULL ? tr_send(ctx, link, &m) : tr_runtime_send(rt, link, &m);
     if (rc != 0)
