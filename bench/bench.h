@@ -45,6 +45,8 @@ void bench_must(int rc, const char *what);
 
 /* Main's next inbox message, which must carry `tag`; returns its u64. */
 uint64_t bench_recv_u64(bench_env *env, uint32_t tag);
+/* The same, the whole message: *out is the caller's to destroy. */
+void bench_recv_msg(bench_env *env, uint32_t tag, tr_msg **out);
 /* Monotonic seconds. */
 double bench_now(void);
 /* An unsigned environment setting (at most 4096), or dflt when unset;
@@ -75,5 +77,13 @@ void bench_idle(bench_env *env, uint64_t n);
 enum bench_pool_kind { BENCH_POOL_HEAVY = 1, BENCH_POOL_TINY = 2 };
 void bench_pool_register(void);
 void bench_pool(bench_env *env, enum bench_pool_kind kind, uint64_t t);
+
+/* The pipeline workload (bench_pipeline.c, in the pool binary too):
+ * bench_pipeline_register registers the remote worker behaviour (before
+ * tr_worker_main, in both roles); bench_pipeline times itself, ends the
+ * run (bench_finish with shutdown) and prints its own line. slow: the
+ * sink busy-waits per item (pipeline-slow). */
+void bench_pipeline_register(void);
+void bench_pipeline(bench_env *env, uint64_t n, bool slow);
 
 #endif

@@ -14,9 +14,14 @@
  *   troupe_bench procpool-heavy [T]  T = 2,000 CPU-heavy tasks, 2 processes
  *   troupe_bench procpool-tiny [T]   T = 200,000 trivial tasks, 2 processes
  *   troupe_bench idle [N]          N = 1,000,000 idle actors
+ *   troupe_bench pipeline [N]      N = 1,000,000 items, producer -> 2 worker
+ *                                  processes -> sink (troupe's own workload,
+ *                                  defined in README.md)
+ *   troupe_bench pipeline-slow [N] N = 100,000 items, the sink ~10x slower
  *
  * and prints one line, "check=<n> work_s=<s>" (idle adds bytes_per_actor and
- * the RSS readings it comes from).
+ * the RSS readings it comes from; pipeline adds items_per_s and the memory
+ * peaks).
  *
  * The binary is also its own worker process: the procpool workloads' pool
  * re-executes it in worker mode, so main() registers the remote behaviour
@@ -47,7 +52,8 @@
  * timed region and end it with tr_runtime_shutdown (bench_pool.c).
  *
  * Files: main.c (this), bench_local.c (workloads 1-4), bench_pool.c
- * (workloads 5-6), bench_idle.c (workload 8), bench.h.
+ * (workloads 5-6), bench_idle.c (workload 8), bench_pipeline.c
+ * (pipeline), bench.h.
  *
  * Every check value is computed from the messages the actors exchanged. A
  * failing troupe call is printed with its error name and makes the run fail
@@ -170,27 +176,35 @@ static void bench_recv(bench_env *env, tr_msg **out) {
     }
 }
 
-/* Receives a message that must have tag `tag`; returns its u64 value. */
-uint64_t bench_recv_u64(bench_env *env, uint32_t tag) {
-    tr_msg *msg;
-    bench_recv(env, &msg);
-    if (tr_msg_tag(msg) != tag) {
+/* Receives a message that must have tag `tag` into *out (caller frees). */
+void bench_recv_msg(bench_env *env, uint32_t tag, tr_msg **out) {
+    bench_recv(env, out);
+    if (tr_msg_tag(*out) != tag) {
         fprintf(stderr,
                 "troupe_bench: main expected tag %" PRIu32 ", got %" PRIu32
                 "\n",
-                tag, tr_msg_tag(msg));
+                tag, tr_msg_tag(*out));
         exit(1);
     }
+}
+
+/* Receives a message that must have tag `tag`; returns its u64 value. */
+uint64_t bench_recv_u64(bench_env *env, uint32_t tag) {
+    tr_msg *msg;
+    bench_recv_msg(env, tag, &msg);
     uint64_t value = tr_msg_u64(msg);
     bench_must(tr_msg_destroy(&msg), "tr_msg_destroy");
     return value;
 }
 
-/* workers: the default scheduler threads (TROUPE_WORKERS overrides). */
-static void bench_start(bench_env *env, unsigned workers) {
+/* workers: the default scheduler threads (TROUPE_WORKERS overrides).
+ * track_depth: maintain mailbox depths (pipeline: the pool then holds
+ * back the credit of a local actor that falls behind). */
+static void bench_start(bench_env *env, unsigned workers, bool track_depth) {
     tr_runtime_config cfg = {
         .workers = bench_env_unsigned("TROUPE_WORKERS", workers),
         .batch = bench_env_unsigned("TROUPE_BATCH", 0),
+        .track_depth = track_depth,
     };
     bench_must(tr_runtime_create(&env->rt, &cfg), "tr_runtime_create");
     if (cfg.workers != 0 && tr_runtime_workers(env->rt) != cfg.workers) {
@@ -281,21 +295,24 @@ static uint64_t arg_u64(int argc, char **argv, int i, uint64_t dflt) {
 static void usage(const char *argv0) {
     fprintf(stderr,
             "usage: %s pingpong [N] | counting [N] | ring [H] [R] | "
-            "skynet [L] | procpool-heavy [T] | procpool-tiny [T] | idle [N]\n"
+            "skynet [L] | procpool-heavy [T] | procpool-tiny [T] | idle [N] "
+            "| pipeline [N] | pipeline-slow [N]\n"
             "  defaults: pingpong 1000000, counting 10000000, ring 10000000 "
             "503, skynet 1000000, procpool-heavy 2000, procpool-tiny 200000, "
-            "idle 1000000\n"
+            "idle 1000000, pipeline 1000000, pipeline-slow 100000\n"
             "  env: TROUPE_WORKERS (default 2), TROUPE_BATCH, "
             "TROUPE_BENCH_STATS=1,\n"
             "       TROUPE_POOL_ACTORS, TROUPE_POOL_WINDOW, "
-            "TROUPE_POOL_BATCH (procpool; see bench/README.md)\n",
+            "TROUPE_POOL_BATCH (procpool; see bench/README.md),\n"
+            "       TROUPE_PIPE_ACTORS, TROUPE_PIPE_SINK_NS (pipeline)\n",
             argv0);
 }
 
 #ifdef TROUPE_BENCH_LOCAL_ONLY
 /* troupe_bench itself does not link the process pool (libzmq and its
  * dependencies would add ~3 MiB to every workload's peak RSS): the
- * procpool workloads run in its sibling binary troupe_bench_pool. */
+ * procpool and pipeline workloads run in its sibling binary
+ * troupe_bench_pool. */
 static int exec_pool_binary(char **argv) {
     char path[4096];
     ssize_t n = readlink("/proc/self/exe", path, sizeof path - 32);
@@ -312,12 +329,15 @@ static int exec_pool_binary(char **argv) {
 
 int main(int argc, char **argv) {
 #ifdef TROUPE_BENCH_LOCAL_ONLY
-    if (argc >= 2 && strncmp(argv[1], "procpool-", 9) == 0)
+    if (argc >= 2 && (strncmp(argv[1], "procpool-", 9) == 0 ||
+                      strcmp(argv[1], "pipeline") == 0 ||
+                      strcmp(argv[1], "pipeline-slow") == 0))
         return exec_pool_binary(argv);
 #else
     /* First, in both roles: in a worker process this runs the worker and
      * exits. */
     bench_pool_register();
+    bench_pipeline_register();
     bench_must(tr_worker_main(argc, argv), "tr_worker_main");
 #endif
     if (argc < 2) {
@@ -328,6 +348,7 @@ int main(int argc, char **argv) {
 
     uint64_t size = 0, ring_r = 0;
     int pool_kind = 0;
+    int pipeline = 0; /* 1: pipeline, 2: pipeline-slow */
     if (strcmp(w, "pingpong") == 0) {
         size = arg_u64(argc, argv, 2, 1000000);
     } else if (strcmp(w, "counting") == 0) {
@@ -357,6 +378,10 @@ int main(int argc, char **argv) {
         }
     } else if (strcmp(w, "idle") == 0) {
         size = arg_u64(argc, argv, 2, 1000000);
+    } else if (strcmp(w, "pipeline") == 0 ||
+               strcmp(w, "pipeline-slow") == 0) {
+        pipeline = strcmp(w, "pipeline") == 0 ? 1 : 2;
+        size = arg_u64(argc, argv, 2, pipeline == 1 ? 1000000 : 100000);
     } else {
         usage(argv[0]);
         return 2;
@@ -366,8 +391,10 @@ int main(int argc, char **argv) {
     /* procpool: the main process only hands out tasks and collects
      * results, as the zmq_c peer's single thread does; the two cores
      * belong to the worker processes (a second, idle scheduler thread
-     * here only spins: ~45 ms of their CPU over a run, measured). */
-    bench_start(&env, pool_kind != 0 ? 1 : 2);
+     * here only spins: ~45 ms of their CPU over a run, measured).
+     * pipeline keeps 2: its main process runs the producer, the router,
+     * the proxies, the link and the sink (1 thread: ~3x slower). */
+    bench_start(&env, pool_kind != 0 ? 1 : 2, pipeline != 0);
     if (strcmp(w, "idle") == 0) {
         bench_idle(&env, size);
         bench_finish(&env, false);
@@ -376,6 +403,10 @@ int main(int argc, char **argv) {
 #ifndef TROUPE_BENCH_LOCAL_ONLY
     if (pool_kind != 0) {
         bench_pool(&env, (enum bench_pool_kind)pool_kind, size);
+        return 0;
+    }
+    if (pipeline != 0) {
+        bench_pipeline(&env, size, pipeline == 2);
         return 0;
     }
 #endif
