@@ -49,12 +49,12 @@
  *
  * The sink's checks (the run fails, exit 1, on any of them): every id is
  * in 1..N and arrives once, tracked with a sliding bitmap of
- * PIPE_WINDOW ids past the lowest id not yet seen (`base`), so the check
- * is exact and its memory does not grow with N; an id PIPE_WINDOW or
- * more ahead of base also fails (more items reordered in flight than the
- * window: not expected while backpressure works, and the run would
- * otherwise need an unbounded bitmap). The largest distance seen
- * (reorder_peak) is reported. The sink sums the results; main recomputes
+ * PIPE_WINDOW ids from the lowest id not yet seen (`base`), so the check
+ * is exact and its memory does not grow past N = PIPE_WINDOW; an id
+ * PIPE_WINDOW or more ahead of base also fails (a million items
+ * reordered in flight: backpressure is broken, and the check would need
+ * an unbounded bitmap). The largest distance seen (reorder_peak) is
+ * reported. The sink sums the results; main recomputes
  * the sum sequentially after the timed region and compares. Each worker
  * sends its process id first: the two must differ and be the pool's.
  *
@@ -83,8 +83,8 @@
 #define PIPE_SINK_NAME "sink"
 /* Rounds of the mixer per item: a trivial transform (~4 ns). */
 #define PIPE_ROUNDS 4
-/* The sink's sliding bitmap: ids at most this far past base. */
-#define PIPE_WINDOW (1u << 16)
+/* The sink's sliding bitmap (128 KiB): ids less than this far past base. */
+#define PIPE_WINDOW (1u << 20)
 /* The sink's bounded mailbox (messages). */
 #define PIPE_SINK_LIMIT 1024u
 /* Items the producer sends per turn. */
@@ -148,11 +148,13 @@ static int read_pair(const tr_msg *msg, uint64_t pair[2]) {
  */
 
 typedef struct worker_state {
-    tr_ref sink; /* a proxy for main's "sink" */
+    tr_ref sink;    /* a proxy for main's "sink" */
+    unsigned fault; /* TROUPE_PIPE_FAULT, to test the sink's checks */
 } worker_state;
 
 static int worker_start(tr_ctx *ctx, void *state) {
     worker_state *w = state;
+    w->fault = bench_env_unsigned("TROUPE_PIPE_FAULT", 0);
     int rc = tr_main_lookup(ctx, PIPE_SINK_NAME, &w->sink);
     if (rc < 0)
         return bench_actor_fail(rc, "pipe worker: tr_main_lookup(sink)");
@@ -167,7 +169,13 @@ static int worker_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     uint64_t item[2];
     if (read_pair(msg, item) < 0)
         return bench_actor_fail(TR_EPROTO, "pipe worker: bad item");
-    int rc = send_pair(ctx, w->sink, TAG_OUT, item[0], pipe_mix(item[1]));
+    uint64_t result = pipe_mix(item[1]);
+    /* Faults on item 1 (tests): 1 = its result twice, 2 = a wrong one. */
+    if (item[0] == 1 && w->fault == 2)
+        result ^= 1;
+    int rc = send_pair(ctx, w->sink, TAG_OUT, item[0], result);
+    if (rc == 0 && item[0] == 1 && w->fault == 1)
+        rc = send_pair(ctx, w->sink, TAG_OUT, item[0], result);
     return rc < 0 ? bench_actor_fail(rc, "pipe worker: send result") : 0;
 }
 
@@ -206,7 +214,7 @@ typedef struct sink_state {
     uint64_t base; /* lowest id not received yet */
     pipe_summary s;
     bool done;
-    uint64_t bits[PIPE_WINDOW / 64]; /* bit id % PIPE_WINDOW: received */
+    uint64_t *bits; /* PIPE_WINDOW bits, bit id % PIPE_WINDOW: received */
 } sink_state;
 
 static bool bit_get(const sink_state *k, uint64_t id) {
@@ -224,16 +232,17 @@ static int sink_take(tr_ctx *ctx, sink_state *k, const tr_msg *msg) {
     if (read_pair(msg, out) < 0)
         return bench_actor_fail(TR_EPROTO, "sink: bad result");
     uint64_t id = out[0];
-    if (id < k->base || id > k->n || (id - k->base) >= PIPE_WINDOW ||
-        bit_get(k, id)) {
+    const char *bad = id == 0 || id > k->n ? "out of range"
+                      : id < k->base       ? "received twice"
+                      : id - k->base >= PIPE_WINDOW
+                          ? "beyond the reorder window"
+                      : bit_get(k, id) ? "received twice"
+                                       : NULL;
+    if (bad != NULL) {
         fprintf(stderr,
                 "troupe_bench: sink: item %" PRIu64
                 " %s (lowest missing %" PRIu64 ", N %" PRIu64 ")\n",
-                id,
-                id == 0 || id > k->n             ? "out of range"
-                : id < k->base || bit_get(k, id) ? "received twice"
-                                                 : "beyond the reorder window",
-                k->base, k->n);
+                id, bad, k->base, k->n);
         return bench_actor_fail(TR_EPROTO, "sink: exactly-once check");
     }
     bit_flip(k, id);
@@ -306,9 +315,26 @@ static int sink_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     return rc < 0 ? rc : sink_maybe_done(ctx, k);
 }
 
+static int sink_start(tr_ctx *ctx, void *state) {
+    (void)ctx;
+    sink_state *k = state;
+    k->bits = calloc(PIPE_WINDOW / 64, sizeof *k->bits);
+    return k->bits != NULL ? 0 : bench_actor_fail(TR_ENOMEM, "sink: calloc");
+}
+
+static void sink_stop(tr_ctx *ctx, void *state, int reason) {
+    (void)ctx;
+    (void)reason;
+    sink_state *k = state;
+    free(k->bits);
+    k->bits = NULL;
+}
+
 static const tr_behavior sink_behavior = {
     .name = "bench.pipe_sink",
     .handle = sink_handle,
+    .on_start = sink_start,
+    .on_stop = sink_stop,
     .state_size = sizeof(sink_state),
 };
 
