@@ -43,8 +43,10 @@
  * this file counts credit. Where that chain still gives (RESULTS.md,
  * "pipeline"): a full router counts as overloaded, and an overloaded
  * actor is never muted (Pony's cycle guard, actors/mute.c), so it keeps
- * forwarding to proxies without credit and main's link holds those items
- * (held_peak): bursts of up to tens of thousands, not a growth with N.
+ * forwarding to proxies without credit, and the proxies' forwards reach a
+ * link that may be far behind; main's link then holds those items
+ * (held_peak): with a slow sink thousands to tens of thousands, flat in
+ * N; at full speed, in some runs, bursts of up to half the items.
  *
  * The sink's checks (the run fails, exit 1, on any of them): every id is
  * in 1..N and arrives once, tracked with a sliding bitmap of
