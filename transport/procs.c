@@ -130,8 +130,14 @@ void tr__link_worker_lost(tr_ctx *ctx, tr__link *l, unsigned i) {
     /* Everything it ran is lost: failed back, proxies ended. */
     tr__link_peer_lost(ctx, l, p, TR_ELOST);
     /* Start a new one, unless it keeps dying before it even says HELLO
-     * (a worker that cannot start would be restarted in a tight loop). */
-    p->failed_starts = p->ever_connected ? 0 : p->failed_starts + 1;
+     * (a worker that cannot start would be restarted in a tight loop).
+     * Killed from outside (SIGKILL, SIGTERM, SIGINT) is not a failed
+     * start: a slow start under load must not make kill -9 fatal. */
+    bool killed = WIFSIGNALED(status) &&
+                  (WTERMSIG(status) == SIGKILL || WTERMSIG(status) == SIGTERM ||
+                   WTERMSIG(status) == SIGINT);
+    p->failed_starts =
+        p->ever_connected || killed ? 0 : p->failed_starts + 1;
     p->ever_connected = false;
     if (!l->stopping && p->failed_starts < 3 &&
         tr__link_start_worker(l, i) == 0) {
