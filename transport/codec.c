@@ -95,6 +95,9 @@ static tr__mp_bounds bounds_of(const tr__codec_limits *lim) {
 enum { RQ_ANY, RQ_ZERO, RQ_SET };
 enum { AUX_ZERO, AUX_ANY, AUX_NONNEG, AUX_POS, AUX_STATUS, AUX_TIMEOUT };
 enum { REF_S = 1, REF_T = 2 };
+/* TAG_NONE: 0; TAG_USER: below TR_TAG_SYSTEM; TAG_SEND: a user tag or a
+ * channel tag (tr__tag_crosses). */
+enum { TAG_NONE, TAG_USER, TAG_SEND };
 
 #define PK(k) (1u << (k))
 #define PK_DATA                                                                \
@@ -103,12 +106,12 @@ enum { REF_S = 1, REF_T = 2 };
 #define PK_TEXT (PK(TR_PAYLOAD_NONE) | PK(TR_PAYLOAD_BYTES))
 
 typedef struct env_rule {
-    uint8_t pkinds;   /* PK() bits allowed */
-    uint8_t flags;    /* flag bits allowed */
-    uint8_t req;      /* RQ_*: req_id must be 0 / non-zero */
-    uint8_t user_tag; /* 1: tag < TR_TAG_SYSTEM; 0: tag must be 0 */
-    uint8_t aux;      /* AUX_*: allowed range of aux */
-    uint8_t refs;     /* REF_*: sender / target must be non-zero */
+    uint8_t pkinds; /* PK() bits allowed */
+    uint8_t flags;  /* flag bits allowed */
+    uint8_t req;    /* RQ_*: req_id must be 0 / non-zero */
+    uint8_t tags;   /* TAG_*: which tags the kind may carry */
+    uint8_t aux;    /* AUX_*: allowed range of aux */
+    uint8_t refs;   /* REF_*: sender / target must be non-zero */
 } env_rule;
 
 /* docs/protocol.md, "Kinds", is this table in prose: keep them together. */
@@ -118,9 +121,10 @@ static const env_rule k_rules[TR__K_COUNT] = {
     [TR__K_HEARTBEAT] = {PK(TR_PAYLOAD_NONE) | PK(TR_PAYLOAD_U64), 0, RQ_ZERO,
                          0, AUX_NONNEG, 0},
     [TR__K_CREDIT] = {PK(TR_PAYLOAD_NONE), 0, RQ_ZERO, 0, AUX_POS, 0},
-    [TR__K_SEND] = {PK_DATA, 0, RQ_ZERO, 1, AUX_ZERO, REF_T},
-    [TR__K_REQUEST] = {PK_DATA, 0, RQ_SET, 1, AUX_TIMEOUT, REF_S | REF_T},
-    [TR__K_REPLY] = {PK_DATA, 0, RQ_SET, 1, AUX_STATUS, REF_T},
+    [TR__K_SEND] = {PK_DATA, 0, RQ_ZERO, TAG_SEND, AUX_ZERO, REF_T},
+    [TR__K_REQUEST] = {PK_DATA, 0, RQ_SET, TAG_USER, AUX_TIMEOUT,
+                       REF_S | REF_T},
+    [TR__K_REPLY] = {PK_DATA, 0, RQ_SET, TAG_USER, AUX_STATUS, REF_T},
     [TR__K_CANCEL] = {PK(TR_PAYLOAD_NONE) | PK(TR_PAYLOAD_U64), TR__ENV_F_KILL,
                       RQ_ANY, 0, AUX_ANY, REF_T},
     [TR__K_SPAWN] = {PK(TR_PAYLOAD_MSGPACK), 0, RQ_SET, 0, AUX_ZERO, 0},
@@ -137,6 +141,17 @@ static bool kind_known(uint64_t kind) {
     return kind >= TR__K_HELLO && kind < TR__K_COUNT;
 }
 
+static bool tag_allowed(uint8_t tags, uint32_t tag) {
+    switch (tags) {
+    case TAG_USER:
+        return tag < TR_TAG_SYSTEM;
+    case TAG_SEND:
+        return tr__tag_crosses(tag);
+    default:
+        return tag == 0;
+    }
+}
+
 /* Does env obey its kind's rule? (kind must be known.) */
 static bool env_allowed(const tr__env *env) {
     const env_rule *r = &k_rules[env->kind];
@@ -147,7 +162,7 @@ static bool env_allowed(const tr__env *env) {
     if ((r->req == RQ_ZERO && env->req_id != 0) ||
         (r->req == RQ_SET && env->req_id == 0))
         return false;
-    if (r->user_tag ? env->tag >= TR_TAG_SYSTEM : env->tag != 0)
+    if (!tag_allowed(r->tags, env->tag))
         return false;
     if (((r->refs & REF_S) && env->sender == 0) ||
         ((r->refs & REF_T) && env->target == 0))
