@@ -293,6 +293,8 @@ static int proxy_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
         }
         if (rc != 0)
             return rc;
+        if (p->draining) /* cancelled while it waited: all sent, done */
+            return TR_STOP;
         if (p->started_tag != 0) /* a supervisor waits for the start */
             (void)tr_send_tag(ctx, tr_parent(ctx), p->started_tag);
         return 0;
@@ -367,6 +369,22 @@ static int proxy_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     return proxy_forward(ctx, p, f);
 }
 
+/* Cancelled (most often: its parent, the actor that spawned or looked up
+ * the remote actor, ends) while messages wait for the spawn's answer:
+ * they were sent while their sender lived, so they go out first, as a
+ * local actor's messages would be in their receiver's mailbox already.
+ * It stops once the answer came (SPAWNED: sent; REMOTE_DOWN: failed), or
+ * when its grace runs out. */
+static int proxy_cancel(tr_ctx *ctx, void *state, int reason) {
+    (void)ctx;
+    (void)reason;
+    tr__proxy *p = state;
+    if (p->remote != 0 || p->remote_gone || p->nq == 0)
+        return 0;
+    p->draining = true;
+    return TR_DRAIN;
+}
+
 static void proxy_stop(tr_ctx *ctx, void *state, int reason) {
     tr__proxy *p = state;
     proxy_queue_free(p);
@@ -393,5 +411,6 @@ static void proxy_stop(tr_ctx *ctx, void *state, int reason) {
 const tr_behavior tr__proxy_behavior = {.name = "troupe.proxy",
                                         .handle = proxy_handle,
                                         .on_stop = proxy_stop,
+                                        .on_cancel = proxy_cancel,
                                         .state_size = sizeof(tr__proxy),
                                         .grace_ms = 1000};

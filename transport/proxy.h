@@ -24,6 +24,7 @@ typedef struct tr__proxy {
     unsigned streak;  /* losses less than a second apart */
     int64_t last_loss_ms;
     bool self_held;   /* it marked itself overloaded (queue full) */
+    bool draining;    /* cancelled with q waiting for the spawn (on_cancel) */
     tr__fwd **q;      /* waiting for the spawn */
     uint32_t nq, capq;
 } tr__proxy;
