@@ -184,6 +184,7 @@ void tr__link_free(tr__link *l) {
         }
         tr__idmap_free(&p->flows);
         tr__idmap_free(&p->owed);
+        free(p->downs);
         for (uint32_t k = 0; k < p->nreqs; k++)
             tr__fwd_free(p->reqs[k].copy);
         free(p->reqs);
@@ -401,6 +402,59 @@ static void flow_end(tr_ctx *ctx, tr__link *l, tr__flow *fl, int err) {
     free(fl);
 }
 
+/* Does a flow of p hold an envelope that our actor `who` sent? */
+static bool sender_held(const tr__peer *p, uint64_t who) {
+    for (uint32_t k = 0; k < p->flows.cap; k++) {
+        uint64_t key = p->flows.keys[k];
+        if (key == TR__IDMAP_EMPTY || key == TR__IDMAP_GONE)
+            continue;
+        const tr__flow *fl = (const tr__flow *)(uintptr_t)p->flows.vals[k];
+        for (uint32_t i = 0; i < fl->held.n; i++) {
+            const tr__fwd *f;
+            memcpy(&f,
+                   fl->held.v + ((fl->held.head + i) % fl->held.cap) * sizeof f,
+                   sizeof f);
+            if (f->sender == who)
+                return true;
+        }
+    }
+    return false;
+}
+
+/* Our actor `who`, which peer p monitors (proxy: its proxy there), ended.
+ * The DOWN must not overtake what it sent before: envelopes held back
+ * for want of credit would reach their receivers after it, and a
+ * receiver that counts the sender's end as its last word (a channel: an
+ * ended producer has closed) would take them for strays. So it waits
+ * until none of them is held any more (downs_flush). Cost: a scan of the
+ * held envelopes, only while some are held. */
+static void send_down(tr_ctx *ctx, tr__link *l, tr__peer *p, uint64_t who,
+                      uint64_t proxy, uint64_t mon, int64_t reason) {
+    if (!sender_held(p, who) || !tr__grow((void **)&p->downs, &p->capdowns,
+                                          p->ndowns + 1, sizeof *p->downs, 4)) {
+        tr__link_send_env(ctx, l, (unsigned)(p - l->peers), TR__K_DOWN, who,
+                          proxy, mon, reason);
+        return;
+    }
+    p->downs[p->ndowns++] = (tr__down_wait){who, proxy, mon, reason};
+}
+
+/* Sends the waiting DOWNs whose actors have nothing held any more. */
+static void downs_flush(tr_ctx *ctx, tr__link *l, tr__peer *p) {
+    for (uint32_t i = 0; i < p->ndowns;) {
+        tr__down_wait d = p->downs[i];
+        if (sender_held(p, d.who)) {
+            i++;
+            continue;
+        }
+        memmove(&p->downs[i], &p->downs[i + 1],
+                (p->ndowns - i - 1) * sizeof *p->downs);
+        p->ndowns--;
+        tr__link_send_env(ctx, l, (unsigned)(p - l->peers), TR__K_DOWN, d.who,
+                          d.proxy, d.mon, d.reason);
+    }
+}
+
 /* CREDIT from the peer: consumer took n more envelopes. */
 static void on_credit(tr_ctx *ctx, tr__link *l, tr__peer *p, uint64_t consumer,
                       uint64_t n) {
@@ -422,6 +476,7 @@ static void on_credit(tr_ctx *ctx, tr__link *l, tr__peer *p, uint64_t consumer,
             flow_end(ctx, l, fl, TR_ELOST);
         }
     }
+    downs_flush(ctx, l, p);
 }
 
 /* Grants the credit owed for our actor `local` if it is keeping up (its
@@ -827,8 +882,10 @@ static void handle_env(tr_ctx *ctx, tr__link *l, tr__peer *p,
         break;
     case TR__K_DOWN: {
         uint64_t flv;
-        if (tr__idmap_del(&p->flows, env->sender, &flv))
+        if (tr__idmap_del(&p->flows, env->sender, &flv)) {
             flow_end(ctx, l, (tr__flow *)(uintptr_t)flv, TR_ENOACTOR);
+            downs_flush(ctx, l, p);
+        }
         if (tr__idmap_del(&p->proxies, env->sender, &proxy)) {
             load_add(p, -1);
             tr__link_tell_proxy(ctx, proxy, TR__PT_REMOTE_DOWN,
@@ -1046,6 +1103,7 @@ void tr__link_peer_lost(tr_ctx *ctx, tr__link *l, tr__peer *p, int err) {
     }
     tr__idmap_free(&p->flows);
     tr__idmap_free(&p->owed);
+    p->ndowns = 0; /* the session is over: no one to tell */
     /* What never left fails too. */
     uint32_t nw = p->nwaiting;
     tr__fwd **waiting = p->waiting;
@@ -1168,8 +1226,7 @@ static int link_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
             if (!tr__idmap_del(&p->watching, x.id, &proxy))
                 continue;
             (void)tr__idmap_del(&p->spawned, x.id, NULL);
-            tr__link_send_env(ctx, l, i, TR__K_DOWN, x.who.id, proxy, x.id,
-                              x.reason);
+            send_down(ctx, l, p, x.who.id, proxy, x.id, x.reason);
             break;
         }
         break;

@@ -39,6 +39,13 @@ typedef struct tr__flow {
     uint32_t nflagged, capflagged;
 } tr__flow;
 
+/* The DOWN of one of our actors, waiting until the envelopes it sent
+ * before it ended have left (link.c, send_down). */
+typedef struct tr__down_wait {
+    uint64_t who, proxy, mon;
+    int64_t reason;
+} tr__down_wait;
+
 typedef struct tr__peer {
     char ident[TR__REG_NAME_MAX]; /* ROUTER routing id: "w<i>" or node name */
     size_t identlen;
@@ -79,6 +86,8 @@ typedef struct tr__peer {
     uint32_t window;
     tr__idmap flows; /* its actor id -> tr__flow * */
     tr__idmap owed;  /* our actor id -> envelopes not yet credited back */
+    tr__down_wait *downs; /* DOWNs behind their actors' held envelopes */
+    uint32_t ndowns, capdowns;
 } tr__peer;
 
 /* Counters (relaxed atomics: statistics, read by any thread). */
