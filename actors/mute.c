@@ -134,6 +134,18 @@ int tr__overload_set(tr_runtime *rt, tr_ctx *ctx, tr_ref target, bool on) {
     return 0;
 }
 
+bool tr__overload_blocks(tr_runtime *rt, tr_ref ref) {
+    tr__actor *a = tr__slot_lookup(rt, ref.id);
+    /* Acquire: pairs with the spawner's release of live_gen. */
+    if (a == NULL || (atomic_load_explicit(&a->live_gen, memory_order_acquire) &
+                      ~TR__GEN_KILL) != (uint32_t)(ref.id >> 32))
+        return false;
+    /* Relaxed: a hint; a stale value holds credit back one retry longer
+     * or grants one batch more. */
+    return atomic_load_explicit(tr__mflags_of(a), memory_order_relaxed) &
+           (TR__MF_HELD | TR__MF_FULL);
+}
+
 void tr__mute_release(tr_runtime *rt, tr_ctx *ctx, uint64_t target_id) {
     uint64_t *senders = NULL;
     uint32_t n = 0;

@@ -363,6 +363,10 @@ int tr__overload_set(tr_runtime *rt, tr_ctx *ctx, tr_ref target, bool on);
 void tr__overload_clear(tr_runtime *rt, tr_ctx *ctx, tr__actor *a,
                         uint8_t bit, uint32_t gen);
 void tr__behavior_mark_pressure(const tr_behavior *beh);
+/* True while the live actor ref is HELD or FULL (it mutes its local
+ * senders): the transport then holds back the credit of its remote ones.
+ * A snapshot. Any thread. */
+bool tr__overload_blocks(tr_runtime *rt, tr_ref ref);
 /* Wakes the actors muted on target_id (it was relieved or it died). */
 void tr__mute_release(tr_runtime *rt, tr_ctx *ctx, uint64_t target_id);
 /* At the end of a's turn: parks it (true) if target_id is still

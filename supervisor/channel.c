@@ -2,18 +2,17 @@
  * (messages moved in: tr__msg_move), a FIFO of consumers waiting for one,
  * and its producers (monitored: one that ends counts as closed). With
  * `capacity` items buffered it marks itself HELD (actors/mute.c): its
- * producers are muted until the buffer is down to half. */
+ * producers are muted until the buffer is down to half; remote ones
+ * (their items arrive from the link, which is never muted) get no credit
+ * meanwhile (transport/link.c), which mutes them in their process. */
 #include <stdlib.h>
 
 #include "actors/system.h"
 #include "runtime/grow.h"
 #include "runtime/ring.h"
+#include "supervisor/channel_int.h"
 #include "troupe/channel.h"
 #include "troupe/lifecycle.h"
-
-#define CH_OPEN 0xFFFF0721u
-#define CH_CLOSE 0xFFFF0722u
-#define CH_TAKE 0xFFFF0723u
 
 typedef struct producer_ent {
     tr_ref who;
@@ -64,7 +63,7 @@ static int channel_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     channel *c = state;
     tr_ref who = tr_msg_sender(msg);
     switch (tr_msg_tag(msg)) {
-    case CH_OPEN:
+    case TR__CH_OPEN:
         if (c->np == c->capp &&
             !tr__grow((void **)&c->p, &c->capp, c->np + 1, sizeof *c->p, 4))
             return TR_ENOMEM;
@@ -74,7 +73,7 @@ static int channel_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
         c->np++;
         c->opened = true;
         return 0;
-    case CH_CLOSE:
+    case TR__CH_CLOSE:
         for (uint32_t i = 0; i < c->np; i++)
             if (tr_ref_eq(c->p[i].who, who)) {
                 producer_gone(ctx, c, i);
@@ -82,7 +81,7 @@ static int channel_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
             }
         serve(ctx, c);
         return 0;
-    case CH_TAKE:
+    case TR__CH_TAKE:
         if (!tr__ring_push(&c->takers, &who.id, sizeof who.id))
             return TR_ENOMEM;
         serve(ctx, c);
@@ -150,7 +149,7 @@ TR_API int tr_runtime_channel_spawn(tr_runtime *rt, uint32_t capacity,
 }
 
 TR_API int tr_channel_open(tr_ctx *ctx, tr_ref ch) {
-    return ctx != NULL ? tr_send_tag(ctx, ch, CH_OPEN) : TR_ENOCTX;
+    return ctx != NULL ? tr_send_tag(ctx, ch, TR__CH_OPEN) : TR_ENOCTX;
 }
 
 TR_API int tr_channel_put(tr_ctx *ctx, tr_ref ch, tr_msg **item) {
@@ -162,9 +161,9 @@ TR_API int tr_channel_put(tr_ctx *ctx, tr_ref ch, tr_msg **item) {
 }
 
 TR_API int tr_channel_close(tr_ctx *ctx, tr_ref ch) {
-    return ctx != NULL ? tr_send_tag(ctx, ch, CH_CLOSE) : TR_ENOCTX;
+    return ctx != NULL ? tr_send_tag(ctx, ch, TR__CH_CLOSE) : TR_ENOCTX;
 }
 
 TR_API int tr_channel_take(tr_ctx *ctx, tr_ref ch) {
-    return ctx != NULL ? tr_send_tag(ctx, ch, CH_TAKE) : TR_ENOCTX;
+    return ctx != NULL ? tr_send_tag(ctx, ch, TR__CH_TAKE) : TR_ENOCTX;
 }

@@ -52,6 +52,7 @@
 #include <zmq.h>
 
 #include "runtime/log.h"
+#include "supervisor/channel_int.h"
 #include "transport/proxy.h"
 #include "troupe/lifecycle.h"
 #include "troupe/mpack.h"
@@ -330,9 +331,16 @@ static void queue_waiting(tr_ctx *ctx, tr__link *l, tr__peer *p, tr__fwd *f) {
 
 /* ---- credit (flow control per consumer) ---- */
 
-static bool is_data(const tr__fwd *f) {
-    return f->kind == TR__K_SEND || f->kind == TR__K_REQUEST;
+/* Envelopes that take credit. Not a channel's take: a full channel holds
+ * its remote producers' credit back (try_grant) and drains only through
+ * takes, which must not wait behind those producers' items when they
+ * share a process (or it would never drain). A take needs no order with
+ * its sender's other messages. */
+static bool takes_credit(uint8_t kind, uint32_t tag) {
+    return (kind == TR__K_SEND && tag != TR__CH_TAKE) || kind == TR__K_REQUEST;
 }
+
+static bool is_data(const tr__fwd *f) { return takes_credit(f->kind, f->tag); }
 
 static tr__flow *flow_of(tr__peer *p, uint64_t consumer, bool create) {
     uint64_t v;
@@ -481,13 +489,17 @@ static void on_credit(tr_ctx *ctx, tr__link *l, tr__peer *p, uint64_t consumer,
 
 /* Grants the credit owed for our actor `local` if it is keeping up (its
  * mailbox at most half the window deep, or depths not tracked, or it is
- * gone); else keeps it owed and retries shortly. */
+ * gone) and takes what its local senders may send (not HELD, as a full
+ * channel is, nor FULL, as a bounded mailbox at its limit is: those mute
+ * local senders, and the link, a system actor, is never muted); else
+ * keeps it owed and retries shortly. */
 static bool try_grant(tr_ctx *ctx, tr__link *l, tr__peer *p, uint64_t local) {
     uint64_t owed = 0;
     if (!tr__idmap_get(&p->owed, local, &owed) || owed == 0)
         return true;
     int64_t depth = tr_actor_mailbox_depth(l->rt, (tr_ref){local});
-    if (depth >= 0 && depth > (int64_t)(l->grant / 2)) {
+    if ((depth >= 0 && depth > (int64_t)(l->grant / 2)) ||
+        tr__overload_blocks(l->rt, (tr_ref){local})) {
         if (!l->credit_timer) {
             tr_msg *t = tr_msg_new(TR__LT_CREDIT);
             if (t != NULL && tr_send_after(l->rt, l->self, 2, &t, NULL) == 0)
@@ -870,7 +882,7 @@ static void handle_env(tr_ctx *ctx, tr__link *l, tr__peer *p,
         if (rc != 0 && env->kind == TR__K_REQUEST)
             tr__link_send_env(ctx, l, (unsigned)(p - l->peers), TR__K_REPLY,
                               env->target, env->sender, env->req_id, rc);
-        if (env->kind != TR__K_REPLY)
+        if (takes_credit(env->kind, env->tag))
             owe(ctx, l, p, env->target);
         break;
     }

@@ -12,8 +12,17 @@
  *
  * Bounded: with `capacity` items buffered, the producers are muted
  * (parked after their turn, never a thread) until the consumers have
- * taken it down to half. Items sent through a proxy work across processes
- * (payloads that can cross: U64, BYTES, MSGPACK). */
+ * taken it down to half. A producer's turn ends at the first put that
+ * finds the channel full, so a few more items than `capacity` may be
+ * buffered: those already on their way.
+ *
+ * Across processes: actors of worker processes reach a channel of the
+ * main process through a proxy (tr_main_lookup) and open, put, close and
+ * take as local ones do (payloads that can cross: U64, BYTES, MSGPACK).
+ * A full channel holds back its remote producers' credit, so they are
+ * muted in their own process: a remote producer runs ahead by at most
+ * the pool's window (tr_pool_config.window) plus a turn. A producer whose
+ * process dies counts as closed (its proxy ends). */
 #ifndef TROUPE_CHANNEL_H
 #define TROUPE_CHANNEL_H
 
