@@ -17,6 +17,8 @@
 #include "troupe/limiter.h"
 #include "troupe/timer.h"
 
+/* ACQUIRE, RELEASE and TR_TAG_LIMIT_GRANT cross processes (transport/
+ * codec.h, TR__TAG_LIMITER_*); the timer's TICK stays local. */
 #define LIM_ACQUIRE 0xFFFF0701u
 #define LIM_RELEASE 0xFFFF0702u
 #define LIM_TICK 0xFFFF0703u

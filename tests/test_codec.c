@@ -192,9 +192,12 @@ static const struct valid_case {
     {TR__K_CREDIT, N, 1, 0, 0, 0, 64, 0},
     {TR__K_SEND, N | U | B | M, 1, 2, 0, 7, 0, 0},
     {TR__K_SEND, N | U | B | M, 0, 2, 0, TR_TAG_SYSTEM - 1, 0, 0},
-    /* A channel's control tags cross (open, close, take, closed). */
+    /* A channel's and a limiter's tags cross (open, close, take, closed;
+     * grant, acquire, release). */
     {TR__K_SEND, N | U | B | M, 1, 2, 0, TR__TAG_CHANNEL_MIN, 0, 0},
     {TR__K_SEND, N | U | B | M, 1, 2, 0, TR__TAG_CHANNEL_MAX, 0, 0},
+    {TR__K_SEND, N | U | B | M, 1, 2, 0, TR__TAG_LIMITER_MIN, 0, 0},
+    {TR__K_SEND, N | U | B | M, 1, 2, 0, TR__TAG_LIMITER_MAX, 0, 0},
     {TR__K_REQUEST, N | U | B | M, 1, 2, 9, 7, 1000, 0},
     {TR__K_REQUEST, N | U | B | M, 1, 2, UINT64_MAX, 7, -1, 0},
     {TR__K_REPLY, N | U | B | M, 2, 1, 9, 7, 0, 0},
@@ -495,6 +498,9 @@ static void test_encoder_refuses_bad_envelopes(void **state) {
          TR_EINVAL},
         {"SEND system tag above the channel's",
          {.kind = TR__K_SEND, .target = 2, .tag = TR__TAG_CHANNEL_MAX + 1},
+         TR_EINVAL},
+        {"SEND a limiter's timer tag",
+         {.kind = TR__K_SEND, .target = 2, .tag = TR__TAG_LIMITER_MAX + 1},
          TR_EINVAL},
         {"SEND DOWN tag",
          {.kind = TR__K_SEND, .target = 2, .tag = TR_TAG_DOWN},

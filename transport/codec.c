@@ -95,8 +95,8 @@ static tr__mp_bounds bounds_of(const tr__codec_limits *lim) {
 enum { RQ_ANY, RQ_ZERO, RQ_SET };
 enum { AUX_ZERO, AUX_ANY, AUX_NONNEG, AUX_POS, AUX_STATUS, AUX_TIMEOUT };
 enum { REF_S = 1, REF_T = 2 };
-/* TAG_NONE: 0; TAG_USER: below TR_TAG_SYSTEM; TAG_SEND: a user tag or a
- * channel tag (tr__tag_crosses). */
+/* TAG_NONE: 0; TAG_USER: below TR_TAG_SYSTEM; TAG_SEND: a user tag, or a
+ * channel's or a limiter's (tr__tag_crosses). */
 enum { TAG_NONE, TAG_USER, TAG_SEND };
 
 #define PK(k) (1u << (k))

@@ -46,18 +46,22 @@
 #define TR__PROTO_VERSION_MIN 1u
 #define TR__ENV_FIELDS 10u
 
-/* The system tags a SEND may carry: a channel's (troupe/channel.h, the
- * range 0xFFFF0720..0xFFFF072F: open, close, take and the end of the
- * stream), so that an actor of another process uses a channel through a
- * proxy as a local one does. They ask nothing of the receiver but what a
- * local sender may ask (a channel keys producers and takers by sender).
- * Every other system tag (DOWN, EXIT, timeouts, the transport's own)
- * never travels as data: it has its own kind or stays in its process. */
+/* The system tags a SEND may carry: a channel's (troupe/channel.h:
+ * open, close, take and the end of the stream) and a limiter's
+ * (troupe/limiter.h: acquire, release and the grant; not its timer), so
+ * that actors of another process use them through a proxy as local ones
+ * do. They ask nothing of the receiver but what a local sender may ask
+ * (both key their users by sender, and monitor them). Every other system
+ * tag (DOWN, EXIT, timeouts, the transport's own) never travels as data:
+ * it has its own kind or stays in its process. */
+#define TR__TAG_LIMITER_MIN 0xFFFF0700u
+#define TR__TAG_LIMITER_MAX 0xFFFF0702u
 #define TR__TAG_CHANNEL_MIN 0xFFFF0720u
 #define TR__TAG_CHANNEL_MAX 0xFFFF072Fu
 
 static inline bool tr__tag_crosses(uint32_t tag) {
     return tag < TR_TAG_SYSTEM ||
+           (tag >= TR__TAG_LIMITER_MIN && tag <= TR__TAG_LIMITER_MAX) ||
            (tag >= TR__TAG_CHANNEL_MIN && tag <= TR__TAG_CHANNEL_MAX);
 }
 

@@ -16,7 +16,9 @@
  *                     once (a token bucket); permits are not given back
  *                     (tr_limiter_release is a no-op).
  *
- * Messages are local (a limiter and its users share a process). */
+ * Across processes: actors of worker processes use a limiter of the main
+ * process through a proxy (tr_main_lookup) as local ones do; one whose
+ * process dies gives its permits back (its proxy ends). */
 #ifndef TROUPE_LIMITER_H
 #define TROUPE_LIMITER_H
 

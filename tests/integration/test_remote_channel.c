@@ -1,9 +1,9 @@
-/* Channels between processes: a channel (troupe/channel.h) lives in the
- * main process under a registered name (tr_name_register); actors in
- * worker processes reach it with tr_main_lookup and open, put, close and
- * take through the proxy, as local actors do. This program is also its
- * own worker (main() registers the behaviours and calls tr_worker_main
- * first).
+/* Channels and limiters between processes: a channel (troupe/channel.h)
+ * lives in the main process under a registered name (tr_name_register);
+ * actors in worker processes reach it with tr_main_lookup and open, put,
+ * close and take through the proxy, as local actors do. This program is
+ * also its own worker (main() registers the behaviours and calls
+ * tr_worker_main first).
  *
  * Covers: (a) remote producers, local consumers: every item exactly once,
  * in order per producer, every consumer sees TR_TAG_CHANNEL_CLOSED;
@@ -15,8 +15,12 @@
  * ahead of the consumer (credit is held back while the channel is full),
  * and nothing is lost; (e) a producer and a consumer in one worker
  * process: the consumer's takes get through while the producer waits for
- * credit. Every remote actor's proxy is watched: each ends normally
- * (TR_ELOST for the killed one), and each test is bounded (RUN_MS).
+ * credit; (f) a limiter of the main process (troupe/limiter.h) shared by
+ * users in worker processes: a service behind it never has more calls at
+ * once than the limiter's capacity; (g) a holder killed -9 without
+ * releasing gives its permit back (its proxy ends). Every remote actor's
+ * proxy is watched: each ends normally (TR_ELOST for the killed one), and
+ * each test is bounded (RUN_MS).
  *
  * Who closes when: a channel ends once every producer that OPENED it has
  * closed, so a producer that opens late (a worker process starts slowly)
@@ -47,7 +51,14 @@ enum {
     T_OPENED,    /* report: the gate opened the channel */
     T_CLOSE_NOW, /* to the gate */
     T_WATCH,     /* to the watcher: monitor this ref (u64) */
-    T_ENDED      /* report: a watched proxy ended (u64: (int64) reason) */
+    T_ENDED,     /* report: a watched proxy ended (u64: (int64) reason) */
+    T_CALL,      /* to the service: a call (u64: caller id) */
+    T_SERVED,    /* the service's timer: a call is done (u64: its slot) */
+    T_RESULT,    /* from the service: your call is done (u64: caller id) */
+    T_PROBE,     /* to the service: report the most calls at once */
+    T_MAX,       /* report: the most calls the service had at once */
+    T_STARTED,   /* report: a limiter user started (u64: id << 32 | pid) */
+    T_FINISHED   /* report: a limiter user did its rounds (u64: its id) */
 };
 
 #define ID_BASE 1000000u
@@ -62,6 +73,8 @@ enum {
 
 static const char CHAN_NAME[] = "rc.channel";
 static const char INBOX_NAME[] = "rc.inbox";
+static const char LIMITER_NAME[] = "rc.limiter";
+static const char SERVICE_NAME[] = "rc.service";
 
 /* ---- producers: remote (registered) or local, one behaviour ---- */
 
@@ -506,9 +519,243 @@ static void test_producer_and_consumer_share_a_process(void **state) {
     tu_env_finish(*state);
 }
 
+/* ---- limiters across processes ---- */
+
+/* A pretend external service (main process): each call takes DELAY_MS
+ * (a timer, no thread blocked); it counts the calls in progress. A
+ * caller releases its permit only after its result, and the next one
+ * calls only once granted, so the count it sees at once is what the
+ * limiter lets through. */
+#define SERVICE_SLOTS 64
+#define DELAY_MS 10
+
+typedef struct service {
+    tr_ref report;
+    uint32_t busy, max;
+    tr_ref who[SERVICE_SLOTS];
+    uint64_t what[SERVICE_SLOTS];
+} service;
+
+static int service_handle(tr_ctx *ctx, void *st, tr_msg *m) {
+    service *s = st;
+    switch (tr_msg_tag(m)) {
+    case T_CALL: {
+        uint32_t i = 0;
+        while (i < SERVICE_SLOTS && !tr_ref_is_none(s->who[i]))
+            i++;
+        if (i == SERVICE_SLOTS)
+            return TR_ENOMEM; /* far more callers than any limit here */
+        s->who[i] = tr_msg_sender(m);
+        s->what[i] = tr_msg_u64(m);
+        if (++s->busy > s->max)
+            s->max = s->busy;
+        tr_msg *t = tr_msg_new_u64(T_SERVED, i);
+        int rc = tr_send_after(tr_ctx_runtime(ctx), tr_self(ctx), DELAY_MS, &t,
+                               NULL);
+        if (rc != 0)
+            tr_msg_destroy(&t);
+        return rc;
+    }
+    case T_SERVED: {
+        uint64_t i = tr_msg_u64(m);
+        if (i >= SERVICE_SLOTS || tr_ref_is_none(s->who[i]))
+            return TR_EPROTO;
+        s->busy--;
+        tr_ref who = s->who[i];
+        s->who[i] = TR_REF_NONE;
+        /* A caller whose process died meanwhile is gone: no matter. */
+        (void)tr_send_u64(ctx, who, T_RESULT, s->what[i]);
+        return 0;
+    }
+    case T_PROBE:
+        tu_report(ctx, s->report, T_MAX, s->max);
+        return 0;
+    default:
+        return TR_UNHANDLED;
+    }
+}
+
+static const tr_behavior service_beh = {.name = "rc.service",
+                                        .handle = service_handle,
+                                        .state_size = sizeof(service)};
+
+/* A limiter user in a worker process: `rounds` times acquire, call the
+ * service, release; a hog acquires once and never gives its permit back. */
+typedef struct user {
+    uint32_t id, rounds;
+    bool hog;
+    tr_ref lim, svc, report;
+    uint32_t done;
+} user;
+
+static int user_start(tr_ctx *ctx, void *st) {
+    user *u = st;
+    int rc;
+    if ((rc = tr_main_lookup(ctx, LIMITER_NAME, &u->lim)) != 0 ||
+        (rc = tr_main_lookup(ctx, SERVICE_NAME, &u->svc)) != 0 ||
+        (rc = tr_main_lookup(ctx, INBOX_NAME, &u->report)) != 0)
+        return rc;
+    tu_report(ctx, u->report, T_STARTED,
+              (uint64_t)u->id << 32 | (uint32_t)getpid());
+    return tr_limiter_acquire(ctx, u->lim, u->id);
+}
+
+static int user_handle(tr_ctx *ctx, void *st, tr_msg *m) {
+    user *u = st;
+    int rc;
+    switch (tr_msg_tag(m)) {
+    case TR_TAG_LIMIT_GRANT:
+        if (tr_msg_u64(m) != u->id)
+            return TR_EPROTO;
+        if (u->hog) {
+            tu_report(ctx, u->report, T_READY, (uint64_t)getpid());
+            return 0;
+        }
+        return tr_send_u64(ctx, u->svc, T_CALL, u->id);
+    case T_RESULT:
+        if ((rc = tr_limiter_release(ctx, u->lim)) != 0)
+            return rc;
+        if (++u->done == u->rounds) {
+            tu_report(ctx, u->report, T_FINISHED, u->id);
+            return TR_STOP;
+        }
+        return tr_limiter_acquire(ctx, u->lim, u->id);
+    default:
+        return TR_UNHANDLED;
+    }
+}
+
+static const tr_behavior user_beh = {.name = "rc.user",
+                                     .handle = user_handle,
+                                     .on_start = user_start,
+                                     .state_size = sizeof(user)};
+
+typedef struct lim_run {
+    tu_env *e;
+    tr_ref lim, svc, watcher;
+    uint32_t watched;
+} lim_run;
+
+static void lim_setup(lim_run *r, tu_env *e, uint32_t capacity) {
+    memset(r, 0, sizeof *r);
+    r->e = e;
+    tu_env_init(e, 2);
+    (void)tu_spawn_keeper(e);
+    TU_ASSERT_OK(tr_pool_start(e->rt, &(tr_pool_config){.processes = 2}));
+    TU_ASSERT_OK(tr_runtime_limiter_spawn(e->rt, capacity, &r->lim));
+    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &service_beh,
+                                  &(service){.report = e->inbox_ref},
+                                  sizeof(service), &r->svc));
+    TU_ASSERT_OK(tr_name_register(e->rt, LIMITER_NAME, r->lim));
+    TU_ASSERT_OK(tr_name_register(e->rt, SERVICE_NAME, r->svc));
+    TU_ASSERT_OK(tr_name_register(e->rt, INBOX_NAME, e->inbox_ref));
+    TU_ASSERT_OK(tr_runtime_spawn(e->rt, &watcher_beh, &e->inbox_ref,
+                                  sizeof e->inbox_ref, &r->watcher));
+    tu_env_start(e);
+}
+
+static void lim_spawn_user(lim_run *r, user u) {
+    tr_ref proxy;
+    TU_ASSERT_OK(
+        tr_runtime_spawn_remote(r->e->rt, "rc.user", &u, sizeof u, &proxy));
+    r->watched++;
+    TU_ASSERT_OK(tr_runtime_send_u64(r->e->rt, r->watcher, T_WATCH, proxy.id));
+}
+
+/* (f) */
+static void test_limiter_across_processes(void **state) {
+    lim_run r;
+    enum { USERS = 4, ROUNDS = 5, CAP = 2 };
+    lim_setup(&r, *state, CAP);
+    for (uint32_t i = 0; i < USERS; i++)
+        lim_spawn_user(&r, (user){.id = i, .rounds = ROUNDS});
+    uint32_t started = 0, finished = 0, ended = 0, seen = 0;
+    int64_t end = tu_now_ms() + RUN_MS;
+    while (finished < USERS || ended < r.watched) {
+        if (tu_now_ms() >= end)
+            fail_msg("users started %u, finished %u, ended %u of %u", started,
+                     finished, ended, USERS);
+        tr_msg *m = tu_recv(r.e, end - tu_now_ms());
+        uint32_t tag = tr_msg_tag(m);
+        uint64_t v = tr_msg_u64(m);
+        tr_msg_destroy(&m);
+        if (tag == T_STARTED) {
+            started++;
+        } else if (tag == T_FINISHED) {
+            assert_true(v < USERS && !(seen & (1u << v)));
+            seen |= 1u << v;
+            finished++;
+        } else if (tag == T_ENDED) {
+            int reason = (int)(int64_t)v;
+            assert_true(reason == TR_EXIT_NORMAL || reason == TR_EXIT_NOPROC);
+            ended++;
+        } else {
+            fail_msg("unexpected report tag %u", tag);
+        }
+    }
+    assert_int_equal(started, USERS);
+    /* Four users, two permits, 10 ms a call: the service had exactly two
+     * calls at once, never more. */
+    TU_ASSERT_OK(tr_runtime_send_u64(r.e->rt, r.svc, T_PROBE, 0));
+    assert_int_equal(tu_recv_u64(r.e, T_MAX, TU_PROMPT_MS), CAP);
+    tu_expect_silence(r.e, 100);
+    tu_env_finish(*state);
+}
+
+/* (g) */
+static void test_limiter_holder_killed(void **state) {
+    lim_run r;
+    lim_setup(&r, *state, 1);
+    /* The hog first: a fresh pool places it in worker 0, the waiter in
+     * worker 1 (least loaded). */
+    lim_spawn_user(&r, (user){.id = 0, .hog = true});
+    lim_spawn_user(&r, (user){.id = 1, .rounds = 1});
+    pid_t pid[2] = {0, 0}, hog = 0;
+    int64_t end = tu_now_ms() + RUN_MS;
+    while (pid[0] == 0 || pid[1] == 0 || hog == 0) {
+        assert_true(tu_now_ms() < end);
+        tr_msg *m = tu_recv(r.e, end - tu_now_ms());
+        uint32_t tag = tr_msg_tag(m);
+        uint64_t v = tr_msg_u64(m);
+        tr_msg_destroy(&m);
+        if (tag == T_STARTED && (v >> 32) < 2)
+            pid[v >> 32] = (pid_t)(uint32_t)v;
+        else if (tag == T_READY)
+            hog = (pid_t)v;
+        else
+            fail_msg("unexpected report tag %u", tag);
+    }
+    assert_int_equal(hog, pid[0]);
+    assert_true(pid[1] != pid[0]); /* in different processes */
+    tu_expect_silence(r.e, 200);   /* the waiter waits */
+    assert_int_equal(kill(hog, SIGKILL), 0);
+    /* The hog's proxy ends (TR_ELOST): the limiter takes its permit back
+     * and grants it to the waiter, which calls and finishes. */
+    bool finished = false, lost = false, normal = false;
+    while (!finished || !lost || !normal) {
+        assert_true(tu_now_ms() < end);
+        tr_msg *m = tu_recv(r.e, end - tu_now_ms());
+        uint32_t tag = tr_msg_tag(m);
+        int v = (int)(int64_t)tr_msg_u64(m);
+        tr_msg_destroy(&m);
+        if (tag == T_FINISHED && v == 1 && !finished)
+            finished = true;
+        else if (tag == T_ENDED && v == TR_ELOST && !lost)
+            lost = true;
+        else if (tag == T_ENDED &&
+                 (v == TR_EXIT_NORMAL || v == TR_EXIT_NOPROC) && !normal)
+            normal = true;
+        else
+            fail_msg("unexpected report tag %u value %d", tag, v);
+    }
+    tu_expect_silence(r.e, 100);
+    tu_env_finish(*state);
+}
+
 int main(int argc, char **argv) {
     if (tr_register("rc.producer", &producer_beh) != 0 ||
-        tr_register("rc.consumer", &consumer_beh) != 0)
+        tr_register("rc.consumer", &consumer_beh) != 0 ||
+        tr_register("rc.user", &user_beh) != 0)
         return 1;
     tr_worker_main(argc, argv); /* returns only in the main process */
     const struct CMUnitTest tests[] = {
@@ -517,6 +764,8 @@ int main(int argc, char **argv) {
         TU_TEST(test_killed_producer_ends_the_stream),
         TU_TEST(test_backpressure_remote_producer),
         TU_TEST(test_producer_and_consumer_share_a_process),
+        TU_TEST(test_limiter_across_processes),
+        TU_TEST(test_limiter_holder_killed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
