@@ -4,13 +4,18 @@
  * `capacity` items buffered it marks itself HELD (actors/mute.c): its
  * producers are muted until the buffer is down to half; remote ones
  * (their items arrive from the link, which is never muted) get no credit
- * meanwhile (transport/link.c), which mutes them in their process. */
+ * meanwhile (transport/link.c), which mutes them in their process.
+ * HELD needs the channel to run; its mailbox is bounded at `capacity`
+ * too (FULL at the put, bounded.c), so producers that outrun a channel
+ * not yet scheduled (a start, a busy machine) are muted as well: the
+ * channel never holds much more than twice its capacity. */
 #include <stdlib.h>
 
 #include "actors/system.h"
 #include "runtime/grow.h"
 #include "runtime/ring.h"
 #include "supervisor/channel_int.h"
+#include "troupe/bounded.h"
 #include "troupe/channel.h"
 #include "troupe/lifecycle.h"
 
@@ -137,7 +142,8 @@ TR_API int tr_channel_spawn(tr_ctx *ctx, uint32_t capacity, tr_ref *out) {
     if (ctx == NULL || capacity == 0)
         return TR_EINVAL;
     channel c = {.capacity = capacity};
-    return tr_spawn(ctx, &channel_behavior, &c, sizeof c, out);
+    return tr_spawn_bounded(ctx, &channel_behavior, &c, sizeof c,
+                            &(tr_mailbox_limit){.max_msgs = capacity}, out);
 }
 
 TR_API int tr_runtime_channel_spawn(tr_runtime *rt, uint32_t capacity,
@@ -145,7 +151,9 @@ TR_API int tr_runtime_channel_spawn(tr_runtime *rt, uint32_t capacity,
     if (rt == NULL || capacity == 0)
         return TR_EINVAL;
     channel c = {.capacity = capacity};
-    return tr_runtime_spawn(rt, &channel_behavior, &c, sizeof c, out);
+    return tr_runtime_spawn_bounded(rt, &channel_behavior, &c, sizeof c,
+                                    &(tr_mailbox_limit){.max_msgs = capacity},
+                                    out);
 }
 
 TR_API int tr_channel_open(tr_ctx *ctx, tr_ref ch) {

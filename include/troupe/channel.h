@@ -11,10 +11,12 @@
  * Items go to waiting consumers first come, first served.
  *
  * Bounded: with `capacity` items buffered, the producers are muted
- * (parked after their turn, never a thread) until the consumers have
- * taken it down to half. A producer's turn ends at the first put that
- * finds the channel full, so a few more items than `capacity` may be
- * buffered: those already on their way.
+ * (parked after the put, never a thread) until the consumers have taken
+ * it down to half. Puts the channel has not handled yet count too: its
+ * mailbox is bounded at `capacity` (bounded.h, backpressure), so a burst
+ * of puts mutes its producers even before the channel runs. At most about
+ * twice `capacity` items are in a channel (queued and buffered), plus one
+ * put per producer racing at the edge.
  *
  * Across processes: actors of worker processes reach a channel of the
  * main process through a proxy (tr_main_lookup) and open, put, close and
