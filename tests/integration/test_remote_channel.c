@@ -632,7 +632,7 @@ static const tr_behavior user_beh = {.name = "rc.user",
 
 typedef struct lim_run {
     tu_env *e;
-    tr_ref lim, svc, watcher;
+    tr_ref lim, svc, watcher, waiter;
     uint32_t watched;
 } lim_run;
 
@@ -654,12 +654,13 @@ static void lim_setup(lim_run *r, tu_env *e, uint32_t capacity) {
     tu_env_start(e);
 }
 
-static void lim_spawn_user(lim_run *r, user u) {
+static tr_ref lim_spawn_user(lim_run *r, user u) {
     tr_ref proxy;
     TU_ASSERT_OK(
         tr_runtime_spawn_remote(r->e->rt, "rc.user", &u, sizeof u, &proxy));
     r->watched++;
     TU_ASSERT_OK(tr_runtime_send_u64(r->e->rt, r->watcher, T_WATCH, proxy.id));
+    return proxy;
 }
 
 /* (f) */
@@ -668,7 +669,7 @@ static void test_limiter_across_processes(void **state) {
     enum { USERS = 4, ROUNDS = 5, CAP = 2 };
     lim_setup(&r, *state, CAP);
     for (uint32_t i = 0; i < USERS; i++)
-        lim_spawn_user(&r, (user){.id = i, .rounds = ROUNDS});
+        (void)lim_spawn_user(&r, (user){.id = i, .rounds = ROUNDS});
     uint32_t started = 0, finished = 0, ended = 0, seen = 0;
     int64_t end = tu_now_ms() + RUN_MS;
     while (finished < USERS || ended < r.watched) {
@@ -706,24 +707,26 @@ static void test_limiter_across_processes(void **state) {
 static void test_limiter_holder_killed(void **state) {
     lim_run r;
     lim_setup(&r, *state, 1);
-    /* The hog first: a fresh pool places it in worker 0, the waiter in
-     * worker 1 (least loaded). */
-    lim_spawn_user(&r, (user){.id = 0, .hog = true});
-    lim_spawn_user(&r, (user){.id = 1, .rounds = 1});
+    /* The hog first, and only once it holds the permit the waiter (in
+     * another process: a fresh pool places the hog in worker 0, and the
+     * waiter in the least loaded one, worker 1). */
+    (void)lim_spawn_user(&r, (user){.id = 0, .hog = true});
     pid_t pid[2] = {0, 0}, hog = 0;
     int64_t end = tu_now_ms() + RUN_MS;
-    while (pid[0] == 0 || pid[1] == 0 || hog == 0) {
+    while (pid[1] == 0) {
         assert_true(tu_now_ms() < end);
         tr_msg *m = tu_recv(r.e, end - tu_now_ms());
         uint32_t tag = tr_msg_tag(m);
         uint64_t v = tr_msg_u64(m);
         tr_msg_destroy(&m);
-        if (tag == T_STARTED && (v >> 32) < 2)
+        if (tag == T_STARTED && (v >> 32) < 2 && pid[v >> 32] == 0)
             pid[v >> 32] = (pid_t)(uint32_t)v;
-        else if (tag == T_READY)
+        else if (tag == T_READY && hog == 0)
             hog = (pid_t)v;
         else
             fail_msg("unexpected report tag %u", tag);
+        if (hog != 0 && pid[0] != 0 && tr_ref_is_none(r.waiter))
+            r.waiter = lim_spawn_user(&r, (user){.id = 1, .rounds = 1});
     }
     assert_int_equal(hog, pid[0]);
     assert_true(pid[1] != pid[0]); /* in different processes */
