@@ -272,28 +272,23 @@ void tr__link_tell_proxy(tr_ctx *ctx, uint64_t proxy, uint32_t tag,
 /* Answers a request's requester with a failure (TR_TAG_REMOTE_FAILED). */
 static void fail_request(tr_ctx *ctx, tr__link *l, uint64_t requester,
                          uint64_t req_id, int err) {
-    tr_msg *m = tr_msg_new_u64(TR_TAG_REMOTE_FAILED, (uint64_t)(int64_t)err);
-    if (m == NULL)
-        return;
-    m->flags |= TR__F_REPLY;
-    m->req_id = req_id;
-    if (tr__send(l->rt, ctx, (tr_ref){requester}, m) != 0)
-        tr__msg_free(m);
+    tr__remote_fail(l->rt, ctx, requester, req_id, err);
 }
 
 /* A request of an idempotent actor whose process was lost goes back to
- * its proxy, which sends it again to a new actor (takes f). */
+ * its proxy, which sends it again to a new actor (takes f). Once sent,
+ * the message answers for it: should the proxy end before taking it, the
+ * request is failed back (tr__retry_msg_new). */
 static void retry_request(tr_ctx *ctx, tr__link *l, tr__fwd *f, int err) {
-    tr_msg *m = tr_msg_new_ptr(TR__PT_RETRY, f, sizeof *f, tr__fwd_free);
+    tr_ref proxy = {f->proxy};
+    tr_msg *m = tr__retry_msg_new(l->rt, f);
     if (m == NULL) {
         fail_request(ctx, l, f->sender, f->req_id, err);
         tr__fwd_free(f);
         return;
     }
-    tr__fwd *keep = f;
-    if (tr_send(ctx, (tr_ref){f->proxy}, &m) != 0) { /* the proxy is gone */
-        fail_request(ctx, l, keep->sender, keep->req_id, err);
-        tr_msg_destroy(&m);
+    if (tr_send(ctx, proxy, &m) != 0) {
+        tr_msg_destroy(&m); /* the proxy is gone: failed back (TR_ELOST) */
         return;
     }
     tr__link_count(&l->c.retried);

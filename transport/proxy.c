@@ -9,7 +9,19 @@
  * remote actor ends (TR__PT_REMOTE_DOWN) or the process is lost.
  *
  * Until the remote actor exists (its SPAWN_REPLY), messages wait in the
- * proxy in order. Also here: the process-wide behaviour registry. */
+ * proxy in order. Also here: the process-wide behaviour registry.
+ *
+ * Every request that reaches a proxy gets one outcome from the transport
+ * (a reply, a failure, or for an idempotent behaviour a resend), however
+ * the proxy ends. Requests waiting in it are failed back when it gives up
+ * or is stopped. A request in flight when its process dies comes back
+ * from the link (TR__PT_RETRY) to be resent, and may come back after the
+ * proxy has learnt of the loss: one the proxy sent to the dead actor
+ * before its REMOTE_DOWN arrived is bounced by the link behind that
+ * REMOTE_DOWN. If the proxy gives up there, it ends with such retries
+ * still in its mailbox; they are failed back by the message itself (its
+ * destructor, retry_box), since no one else knows they were never taken.
+ */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,6 +180,61 @@ int tr__fwd_send(tr_ctx *ctx, tr_runtime *rt, tr_ref link, tr__fwd *f) {
     return rc;
 }
 
+void tr__remote_fail(tr_runtime *rt, tr_ctx *ctx, uint64_t requester,
+                     uint64_t req_id, int err) {
+    tr_msg *m = tr_msg_new_u64(TR_TAG_REMOTE_FAILED, (uint64_t)(int64_t)err);
+    if (m == NULL)
+        return; /* out of memory: the requester's timeout still tells */
+    m->flags |= TR__F_REPLY;
+    m->req_id = req_id;
+    if (tr__send(rt, ctx, (tr_ref){requester}, m) != 0)
+        tr__msg_free(m); /* the requester is gone, or the runtime stops */
+}
+
+/* A request on its way back to its proxy (TR__PT_RETRY). Until the proxy
+ * takes it, the box owns the duty to answer it: the link cannot know
+ * whether the proxy will still be there to read its mailbox (it may give
+ * up or be stopped with retries queued behind), so a box dropped unread
+ * fails its request back from its destructor. The one place that knows
+ * the request was not taken is the only one that can answer it exactly
+ * once. */
+typedef struct retry_box {
+    tr_runtime *rt;
+    tr__fwd *f;
+} retry_box;
+
+static void retry_box_drop(void *p) {
+    retry_box *b = p;
+    /* ctx NULL: a destructor runs wherever the message is dropped (a dead
+     * letter on a worker, the link whose send was refused, shutdown, when
+     * sends are refused and nobody waits any more). */
+    tr__remote_fail(b->rt, NULL, b->f->sender, b->f->req_id, TR_ELOST);
+    tr__fwd_free(b->f);
+    free(b);
+}
+
+tr_msg *tr__retry_msg_new(tr_runtime *rt, tr__fwd *f) {
+    retry_box *b = malloc(sizeof *b);
+    if (b == NULL)
+        return NULL;
+    b->rt = rt;
+    b->f = f;
+    tr_msg *m = tr_msg_new_ptr(TR__PT_RETRY, b, sizeof *b, retry_box_drop);
+    if (m == NULL)
+        free(b);
+    return m;
+}
+
+tr__fwd *tr__retry_msg_take(tr_msg *m) {
+    void *p = NULL;
+    if (tr_msg_take_ptr(m, &p) != 0)
+        return NULL;
+    retry_box *b = p;
+    tr__fwd *f = b->f;
+    free(b);
+    return f;
+}
+
 tr_msg *tr__msg_from_env(const tr__env *env) {
     tr_msg *m;
     switch (env->pkind) {
@@ -189,9 +256,17 @@ tr_msg *tr__msg_from_env(const tr__env *env) {
 
 /* ---- the proxy actor ---- */
 
-static void proxy_queue_free(tr__proxy *p) {
-    for (uint32_t i = 0; i < p->nq; i++)
-        tr__fwd_free(p->q[i]);
+/* Empties the queue of what waits for the spawn. With ctx, its requests
+ * are failed back first (err: TR_TAG_REMOTE_FAILED); sends are at most
+ * once and just dropped. Without ctx (runtime shutdown) nobody waits. */
+static void proxy_queue_drop(tr_ctx *ctx, tr__proxy *p, int err) {
+    for (uint32_t i = 0; i < p->nq; i++) {
+        tr__fwd *f = p->q[i];
+        if (ctx != NULL && f->kind == TR__K_REQUEST)
+            tr__remote_fail(tr_ctx_runtime(ctx), ctx, f->sender, f->req_id,
+                            err);
+        tr__fwd_free(f);
+    }
     free(p->q);
     p->q = NULL;
     p->nq = p->capq = 0;
@@ -302,11 +377,14 @@ static int proxy_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
     if (tag == TR__PT_RETRY && tr_ref_eq(tr_msg_sender(msg), p->link)) {
         /* A request that was in flight when the actor's process died:
          * sent again once the actor exists again, in request order. */
-        void *f = NULL;
-        if (tr_msg_take_ptr(msg, &f) != 0)
+        tr__fwd *r = tr__retry_msg_take(msg);
+        if (r == NULL)
             return 0;
-        tr__fwd *r = f;
-        if (p->remote != 0) /* the new actor exists already */
+        /* Sent to the actor we still know (same incarnation): that one
+         * is lost and its REMOTE_DOWN follows, so it waits here for the
+         * respawn (or is failed back if we give up), rather than going
+         * to the dead actor and bouncing back once more. */
+        if (p->remote != 0 && r->gen != p->gen) /* the new actor exists */
             return proxy_forward(ctx, p, r);
         uint32_t i = p->nq;
         while (i > 0 && p->q[i - 1]->kind == TR__K_REQUEST &&
@@ -314,6 +392,8 @@ static int proxy_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
                p->q[i - 1]->req_id > r->req_id)
             i--;
         if (queue_fwd(p, r) != 0) {
+            tr__remote_fail(tr_ctx_runtime(ctx), ctx, r->sender, r->req_id,
+                            TR_ENOMEM);
             tr__fwd_free(r);
             return TR_ENOMEM;
         }
@@ -326,22 +406,9 @@ static int proxy_handle(tr_ctx *ctx, void *state, tr_msg *msg) {
         if (reason == TR_ELOST && p->respawn != NULL && respawn(ctx, p))
             return 0;
         p->remote_gone = true;
-        /* Requests still waiting here for the spawn: failed back. */
-        for (uint32_t i = 0; i < p->nq; i++) {
-            tr__fwd *f = p->q[i];
-            if (f->kind != TR__K_REQUEST)
-                continue;
-            tr_msg *r = tr_msg_new_u64(TR_TAG_REMOTE_FAILED,
-                                       (uint64_t)(int64_t)(reason < 0
-                                                               ? reason
-                                                               : TR_ELOST));
-            if (r == NULL)
-                continue;
-            r->flags |= TR__F_REPLY;
-            r->req_id = f->req_id;
-            if (tr__send(tr_ctx_runtime(ctx), ctx, (tr_ref){f->sender}, r) != 0)
-                tr__msg_free(r);
-        }
+        /* Requests still waiting here for the spawn (or a respawn, with
+         * the retried ones): failed back. */
+        proxy_queue_drop(ctx, p, reason < 0 ? reason : TR_ELOST);
         if (reason < 0)
             return reason;
         if (reason == TR_EXIT_NORMAL)
@@ -387,7 +454,10 @@ static int proxy_cancel(tr_ctx *ctx, void *state, int reason) {
 
 static void proxy_stop(tr_ctx *ctx, void *state, int reason) {
     tr__proxy *p = state;
-    proxy_queue_free(p);
+    /* Stopped with requests still waiting for a spawn or a respawn (its
+     * grace ran out before the answer came, see proxy_cancel; killed; a
+     * failure): they will never be sent. */
+    proxy_queue_drop(ctx, p, TR_ELOST);
     if (p->respawn != NULL)
         tr__msg_free(p->respawn);
     p->respawn = NULL;

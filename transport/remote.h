@@ -59,6 +59,20 @@ tr__fwd *tr__fwd_clone(const tr__fwd *f);
  * TR_ENOTFOUND. */
 int tr__names_find(tr_runtime *rt, const char *name, size_t len, tr_ref *out);
 
+/* Answers requester's request req_id with a TR_TAG_REMOTE_FAILED reply
+ * (value err). ctx NULL: from any thread (refused once the runtime
+ * stops). */
+void tr__remote_fail(tr_runtime *rt, tr_ctx *ctx, uint64_t requester,
+                     uint64_t req_id, int err);
+/* A TR__PT_RETRY message handing request f back to its proxy (takes f;
+ * NULL, f untouched, when out of memory). The message owns the duty to
+ * answer: dropped without the proxy taking f (the proxy ended first, gave
+ * up, or refused it), it fails the request back with TR_ELOST. */
+tr_msg *tr__retry_msg_new(tr_runtime *rt, tr__fwd *f);
+/* The proxy's side: takes the request out of a TR__PT_RETRY message (the
+ * duty to answer goes with it), or NULL. */
+tr__fwd *tr__retry_msg_take(tr_msg *m);
+
 /* Builds a tr__fwd from a message handled by a proxy (payload moved). */
 tr__fwd *tr__fwd_from_msg(tr_msg *m, uint32_t peer, uint64_t target);
 void tr__fwd_free(void *fwd);

@@ -69,8 +69,10 @@ TR_API int tr_register(const char *name, const tr_behavior *beh);
  * see nothing. One-way sends in flight are still lost (at most once).
  * After 5 losses less than a second apart (a request that kills its
  * worker every time), the proxy gives up: it ends with TR_ELOST and the
- * requests are failed back as for any behaviour. Counted in
- * tr_transport_stats.retried. */
+ * requests are failed back as for any behaviour (every one it holds,
+ * including those on their way back to it for a resend; so do the
+ * requests waiting in a proxy, of any behaviour, when it is stopped
+ * before its actor exists). Counted in tr_transport_stats.retried. */
 #define TR_REG_IDEMPOTENT 1u
 
 /* tr_register with flags (TR_REG_*). */
