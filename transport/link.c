@@ -31,8 +31,14 @@
  *                         connection of a peer that tries.
  *   ZMQ_ROUTER_MANDATORY  (ROUTER) a frame to a peer that is gone fails
  *                         loudly instead of vanishing.
- *   ZMQ_ROUTING_ID        (DEALER) "w<i>" or the node's name, so the
- *                         other side knows who speaks.
+ *   ZMQ_ROUTING_ID        (DEALER) "w<i>.<n>" (worker slot i, its n-th
+ *                         process) or the node's name, so the other side
+ *                         knows who speaks. One id per worker process,
+ *                         never reused: what a dead worker sent before it
+ *                         died and is read after cannot pass for its
+ *                         successor's (procs.c), and its successor never
+ *                         connects with an id the ROUTER may still hold
+ *                         (libzmq ignores such a connection for good).
  *   ZMQ_RECONNECT_IVL     (DEALER) 1 ms to a worker's parent (it may bind
  *                         after we start); 100 ms to a node, capped at
  *                         ZMQ_RECONNECT_IVL_MAX 1 s, so a node that comes
@@ -129,8 +135,10 @@ int tr__link_open(tr__link *l) {
             return TR_ESYS;
         }
     } else {
-        char id[16];
-        int n = snprintf(id, sizeof id, "w%u", l->index);
+        char id[TR__REG_NAME_MAX];
+        int n = l->routing_id[0] != 0
+                    ? snprintf(id, sizeof id, "%s", l->routing_id)
+                    : snprintf(id, sizeof id, "w%u", l->index);
         zmq_setsockopt(l->sock, ZMQ_ROUTING_ID, id, (size_t)n);
         set_int(l->sock, ZMQ_RECONNECT_IVL, 1);
         set_int(l->sock, ZMQ_IMMEDIATE, 1);
@@ -1024,8 +1032,18 @@ static void drain_sock(tr_ctx *ctx, tr__link *l, void *sock, tr__peer *fixed) {
                                     zmq_msg_size(&part));
             else if (p == NULL) {
                 tr__link_count(&l->c.unknown_peer);
-                tr__log_sampled(&unknown_log_count, TR_LOG_WARN,
-                                "link: frame from an unknown peer dropped");
+                if (l->mode == TR__LINK_POOL &&
+                    tr__link_past_worker(l, zmq_msg_data(&id),
+                                         zmq_msg_size(&id)))
+                    tr__log_sampled(&unknown_log_count, TR_LOG_DEBUG,
+                                    "link: frame from %.*s, a worker "
+                                    "process that has died, dropped",
+                                    (int)zmq_msg_size(&id),
+                                    (const char *)zmq_msg_data(&id));
+                else
+                    tr__log_sampled(&unknown_log_count, TR_LOG_WARN,
+                                    "link: frame from an unknown peer "
+                                    "dropped");
             }
             if (p != NULL)
                 handle_frame(ctx, l, p, zmq_msg_data(&part),

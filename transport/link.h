@@ -47,7 +47,9 @@ typedef struct tr__down_wait {
 } tr__down_wait;
 
 typedef struct tr__peer {
-    char ident[TR__REG_NAME_MAX]; /* ROUTER routing id: "w<i>" or node name */
+    /* ROUTER routing id: "w<i>.<n>" (worker slot i, its n-th process:
+     * procs.c) or the node's name. */
+    char ident[TR__REG_NAME_MAX];
     size_t identlen;
     bool used; /* node slots: taken by a name */
     /* Where its frames go: the link's ROUTER (routed: ident frame first)
@@ -115,6 +117,7 @@ typedef struct tr__link {
     tr__decoder dec;
     tr_ref self;
     unsigned index; /* WORKER: this worker's index */
+    char routing_id[TR__REG_NAME_MAX]; /* WORKER: its DEALER's ("" = w<i>) */
     /* NODE */
     pthread_mutex_t lock; /* slots' names (read by tr_node_* callers) */
     char name[TR__REG_NAME_MAX];
@@ -178,6 +181,9 @@ void tr__link_watch_worker(tr__link *l, unsigned i);
 void tr__link_worker_lost(tr_ctx *ctx, tr__link *l, unsigned i);
 void tr__link_pool_tick(tr_ctx *ctx, tr__link *l);
 void tr__link_stop_workers(tr__link *l);
+/* Is id the routing id of a worker process of l that has died (an
+ * earlier process of a slot)? */
+bool tr__link_past_worker(const tr__link *l, const void *id, size_t len);
 
 /* node.c (NODE mode) */
 int tr__node_open(tr__link *l);

@@ -262,6 +262,7 @@ TR_API int tr_worker_main(int argc, char **argv) {
     const char *par = getenv("TROUPE_WORKER_PARENT");
     const char *win = getenv("TROUPE_WORKER_WINDOW");
     const char *hang = getenv("TROUPE_WORKER_HANG_MS");
+    const char *id = getenv("TROUPE_WORKER_ID");
     /* A worker never outlives the main process: a thread watches the
      * parent (PR_SET_PDEATHSIG would follow the forking thread, not the
      * process) and ends this one within 50 ms of its death. */
@@ -286,6 +287,8 @@ TR_API int tr_worker_main(int argc, char **argv) {
     if (l == NULL)
         _exit(1);
     l->index = idx ? (unsigned)atoi(idx) : 0;
+    if (id != NULL) /* its routing id: this process's, never reused */
+        snprintf(l->routing_id, sizeof l->routing_id, "%s", id);
     /* The main side's window is both what it grants us and what we
      * grant it (it sends no HELLO). */
     l->grant = win != NULL ? (uint32_t)strtoul(win, NULL, 10) : 0;

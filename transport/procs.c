@@ -24,8 +24,20 @@ static int pidfd_open_(pid_t pid) {
 #endif
 }
 
+/* Each worker process gets its own routing id, "w<i>.<n>" for the n-th
+ * process of slot i (n is the peer's generation once it runs). A frame
+ * a process sent just before it died may be read after its death was
+ * handled; under the slot's name alone it would be taken for its
+ * successor's: a stale HELLO would mark the new process connected before
+ * it is (frames to it dropped, its own HELLO ignored, its spawns never
+ * sent), a stale SPAWN_REPLY or DOWN would name an actor of the wrong
+ * process. And libzmq's ROUTER ignores, for good, a connection whose
+ * routing id is still held by a dead peer's pipe. With one id per process
+ * the ROUTER and peer_by_ident (link.c) tell them apart. */
 int tr__link_start_worker(tr__link *l, unsigned i) {
     tr__peer *p = &l->peers[i];
+    unsigned gen = p->generation + 1;
+    p->identlen = (size_t)snprintf(p->ident, sizeof p->ident, "w%u.%u", i, gen);
     char idx[16], threads[16], parent[24];
     snprintf(idx, sizeof idx, "%u", i);
     snprintf(threads, sizeof threads, "%u", l->worker_threads);
@@ -40,7 +52,7 @@ int tr__link_start_worker(tr__link *l, unsigned i) {
      * of a multi-threaded process must. */
     char *argv[] = {exe, NULL};
     char env_ep[200], env_idx[64], env_thr[64], env_par[64], env_win[64],
-        env_hang[64];
+        env_hang[64], env_id[96];
     snprintf(env_ep, sizeof env_ep, "TROUPE_WORKER=%s", l->endpoint);
     snprintf(env_idx, sizeof env_idx, "TROUPE_WORKER_INDEX=%s", idx);
     snprintf(env_thr, sizeof env_thr, "TROUPE_WORKER_THREADS=%s", threads);
@@ -48,11 +60,12 @@ int tr__link_start_worker(tr__link *l, unsigned i) {
     snprintf(env_win, sizeof env_win, "TROUPE_WORKER_WINDOW=%u", l->grant);
     snprintf(env_hang, sizeof env_hang, "TROUPE_WORKER_HANG_MS=%lld",
              (long long)l->hang_timeout_ms);
+    snprintf(env_id, sizeof env_id, "TROUPE_WORKER_ID=%s", p->ident);
     extern char **environ;
     size_t ne = 0;
     while (environ[ne] != NULL)
         ne++;
-    char **envp = calloc(ne + 7, sizeof *envp);
+    char **envp = calloc(ne + 8, sizeof *envp);
     if (envp == NULL)
         return TR_ENOMEM;
     size_t k = 0;
@@ -65,6 +78,7 @@ int tr__link_start_worker(tr__link *l, unsigned i) {
     envp[k++] = env_par;
     envp[k++] = env_win;
     envp[k++] = env_hang;
+    envp[k++] = env_id;
     pid_t parent_pid = getpid();
     pid_t pid = fork();
     if (pid == 0) {
@@ -92,7 +106,7 @@ int tr__link_start_worker(tr__link *l, unsigned i) {
     __atomic_store_n(&p->pid, pid, __ATOMIC_RELAXED);
     p->dead = false;
     p->connected = false;
-    p->generation++;
+    p->generation = gen;
     p->pidfd = pidfd_open_(pid);
     if (p->pidfd < 0)
         tr__log(TR_LOG_WARN,
@@ -100,6 +114,20 @@ int tr__link_start_worker(tr__link *l, unsigned i) {
                 "noticed only by its closed connection)",
                 strerror(errno));
     return 0;
+}
+
+bool tr__link_past_worker(const tr__link *l, const void *id, size_t len) {
+    char buf[32];
+    if (len == 0 || len >= sizeof buf)
+        return false;
+    memcpy(buf, id, len);
+    buf[len] = 0;
+    unsigned i, n;
+    int end = 0;
+    if (sscanf(buf, "w%u.%u%n", &i, &n, &end) != 2 || (size_t)end != len ||
+        i >= l->npeers)
+        return false;
+    return n < l->peers[i].generation;
 }
 
 /* The link learns of worker i's death through its pidfd (readable when
