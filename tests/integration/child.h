@@ -15,9 +15,11 @@
 #endif
 #endif
 
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,6 +117,64 @@ static inline uint64_t field(const char *line, const char *key) {
     if (p == NULL)
         fail_msg("no %s in: %s", key, line);
     return strtoull(p + strlen(pat), NULL, 10);
+}
+
+
+/* ---- worker processes of a child ---- */
+
+/* True if /proc/<pid> is a troupe worker process (TROUPE_WORKER in its
+ * environment: not, say, LeakSanitizer's tracer) whose parent is
+ * `parent`. */
+static inline bool child_is_worker_of(const char *pid, pid_t parent) {
+    char path[300], buf[512];
+    snprintf(path, sizeof path, "/proc/%s/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false; /* gone meanwhile */
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* pid (comm) state ppid ...; comm may hold spaces: after ')' */
+    const char *rp = strrchr(buf, ')');
+    int ppid = 0;
+    char st = 0;
+    if (rp == NULL || sscanf(rp + 1, " %c %d", &st, &ppid) != 2 ||
+        ppid != parent)
+        return false;
+    static char env[16384];
+    snprintf(path, sizeof path, "/proc/%s/environ", pid);
+    if ((f = fopen(path, "r")) == NULL)
+        return false;
+    n = fread(env, 1, sizeof env, f);
+    fclose(f);
+    static const char key[] = "TROUPE_WORKER=";
+    for (size_t i = 0; i + sizeof key - 1 <= n; i++)
+        if ((i == 0 || env[i - 1] == 0) &&
+            memcmp(env + i, key, sizeof key - 1) == 0)
+            return true;
+    return false;
+}
+
+/* Adds the worker processes `parent` runs now to seen[0..*n) (each
+ * once, at most max). */
+static inline void child_collect_workers(pid_t parent, pid_t *seen,
+                                         unsigned *n, unsigned max) {
+    DIR *d = opendir("/proc");
+    if (d == NULL)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] < '1' || de->d_name[0] > '9' ||
+            !child_is_worker_of(de->d_name, parent))
+            continue;
+        pid_t pid = (pid_t)atoi(de->d_name);
+        bool known = false;
+        for (unsigned i = 0; i < *n && !known; i++)
+            known = seen[i] == pid;
+        if (!known && *n < max)
+            seen[(*n)++] = pid;
+    }
+    closedir(d);
 }
 
 #endif

@@ -37,58 +37,9 @@ static void start(char *const argv[]) {
     g_running = true;
 }
 
-/* True if process pid was started as a troupe worker (TROUPE_WORKER in
- * its environment): other children of the example, such as the tracer
- * LeakSanitizer clones at exit, are not workers. */
-static bool is_worker(const char *pid) {
-    char path[300], env[16384];
-    snprintf(path, sizeof path, "/proc/%s/environ", pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return false;
-    size_t n = fread(env, 1, sizeof env, f);
-    fclose(f);
-    static const char key[] = "TROUPE_WORKER=";
-    for (size_t i = 0; i + sizeof key - 1 <= n; i++)
-        if ((i == 0 || env[i - 1] == 0) &&
-            memcmp(env + i, key, sizeof key - 1) == 0)
-            return true;
-    return false;
-}
-
-/* Adds the current worker processes of the example to g_seen: each
- * /proc/<pid>/stat whose parent pid is the example's, once it runs as a
- * worker. */
+/* Adds the example's current worker processes to g_seen. */
 static void collect_workers(void) {
-    DIR *d = opendir("/proc");
-    assert_non_null(d);
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] < '1' || de->d_name[0] > '9')
-            continue;
-        char path[300], buf[512];
-        snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
-        FILE *f = fopen(path, "r");
-        if (f == NULL)
-            continue; /* gone meanwhile */
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[n] = 0;
-        /* pid (comm) state ppid ...; comm may hold spaces: after ')' */
-        const char *rp = strrchr(buf, ')');
-        int ppid = 0;
-        char st = 0;
-        if (rp == NULL || sscanf(rp + 1, " %c %d", &st, &ppid) != 2 ||
-            ppid != g_child.pid || !is_worker(de->d_name))
-            continue;
-        pid_t pid = (pid_t)atoi(de->d_name);
-        bool known = false;
-        for (unsigned i = 0; i < g_nseen && !known; i++)
-            known = g_seen[i] == pid;
-        if (!known && g_nseen < MAX_SEEN)
-            g_seen[g_nseen++] = pid;
-    }
-    closedir(d);
+    child_collect_workers(g_child.pid, g_seen, &g_nseen, MAX_SEEN);
 }
 
 /* Reads the example's output and collects its workers until it exits

@@ -54,53 +54,9 @@ static void start(char *const argv[], bool both) {
     g_running = true;
 }
 
-/* Is /proc/<pid> a troupe worker (TROUPE_WORKER in its environment)
- * whose parent is the example? */
-static bool worker_of_child(const char *pid) {
-    char path[300], buf[512];
-    snprintf(path, sizeof path, "/proc/%s/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return false;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    const char *rp = strrchr(buf, ')'); /* comm may hold spaces */
-    int ppid = 0;
-    char st = 0;
-    if (rp == NULL || sscanf(rp + 1, " %c %d", &st, &ppid) != 2 ||
-        ppid != g_child.pid)
-        return false;
-    static char env[16384];
-    snprintf(path, sizeof path, "/proc/%s/environ", pid);
-    if ((f = fopen(path, "r")) == NULL)
-        return false;
-    n = fread(env, 1, sizeof env, f);
-    fclose(f);
-    static const char key[] = "TROUPE_WORKER=";
-    for (size_t i = 0; i + sizeof key - 1 <= n; i++)
-        if ((i == 0 || env[i - 1] == 0) &&
-            memcmp(env + i, key, sizeof key - 1) == 0)
-            return true;
-    return false;
-}
-
+/* Adds the example's current worker processes to g_seen. */
 static void collect_workers(void) {
-    DIR *d = opendir("/proc");
-    assert_non_null(d);
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] < '1' || de->d_name[0] > '9' ||
-            !worker_of_child(de->d_name))
-            continue;
-        pid_t pid = (pid_t)atoi(de->d_name);
-        bool known = false;
-        for (unsigned i = 0; i < g_nseen && !known; i++)
-            known = g_seen[i] == pid;
-        if (!known && g_nseen < MAX_SEEN)
-            g_seen[g_nseen++] = pid;
-    }
-    closedir(d);
+    child_collect_workers(g_child.pid, g_seen, &g_nseen, MAX_SEEN);
 }
 
 /* Reads the output and collects worker processes until the example has
