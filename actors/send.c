@@ -189,18 +189,23 @@ TR_API int tr_runtime_send_u64(tr_runtime *rt, tr_ref to, uint32_t tag,
     return send_built(rt, caller_ctx(rt), to, tr_msg_new_u64(tag, value));
 }
 
-void tr__request_fail(tr_runtime *rt, tr_ctx *ctx, const tr_msg *m, int err) {
-    if (!(m->flags & TR__F_REQUEST) ||
-        (m->flags & (TR__F_REPLY | TR__F_SYS | TR__F_TIMEOUT)) ||
-        tr_ref_is_none(m->sender))
-        return;
-    tr_msg *f = tr_msg_new_u64(TR_TAG_REQUEST_FAILED, (uint64_t)(int64_t)err);
+void tr__reply_failure(tr_runtime *rt, tr_ctx *ctx, tr_ref requester,
+                       uint64_t req_id, uint32_t tag, int err) {
+    tr_msg *f = tr_msg_new_u64(tag, (uint64_t)(int64_t)err);
     if (f == NULL)
         return; /* the requester's timeout still tells */
     f->flags |= TR__F_REPLY;
-    f->req_id = m->req_id;
-    if (tr__send(rt, ctx, m->sender, f) != 0)
-        tr__msg_free(f); /* the requester is gone too */
+    f->req_id = req_id;
+    if (tr__send(rt, ctx, requester, f) != 0)
+        tr__msg_free(f); /* the requester is gone, or the runtime stops */
+}
+
+void tr__request_fail(tr_runtime *rt, tr_ctx *ctx, const tr_msg *m, int err) {
+    if ((m->flags & TR__F_REQUEST) &&
+        !(m->flags & (TR__F_REPLY | TR__F_SYS | TR__F_TIMEOUT)) &&
+        !tr_ref_is_none(m->sender))
+        tr__reply_failure(rt, ctx, m->sender, m->req_id, TR_TAG_REQUEST_FAILED,
+                          err);
 }
 
 TR_API int tr_forward(tr_ctx *ctx, tr_ref to, tr_msg *msg) {

@@ -232,6 +232,12 @@ struct tr_runtime {
 
 tr__actor *tr__slot_lookup(tr_runtime *rt, uint64_t id);
 int tr__send(tr_runtime *rt, tr_ctx *ctx, tr_ref to, tr_msg *m);
+/* Answers request req_id of `requester` with a failure in place of the
+ * reply: a U64 message `tag` (TR_TAG_REQUEST_FAILED, TR_TAG_REMOTE_FAILED)
+ * carrying err. ctx NULL: from any thread. Nothing if out of memory (the
+ * requester's timeout still tells) or the requester is gone. */
+void tr__reply_failure(tr_runtime *rt, tr_ctx *ctx, tr_ref requester,
+                       uint64_t req_id, uint32_t tag, int err);
 /* If m is a request (not a reply, not a system message), answers its
  * requester with TR_TAG_REQUEST_FAILED (err): it will never be handled. */
 void tr__request_fail(tr_runtime *rt, tr_ctx *ctx, const tr_msg *m, int err);

@@ -182,13 +182,8 @@ int tr__fwd_send(tr_ctx *ctx, tr_runtime *rt, tr_ref link, tr__fwd *f) {
 
 void tr__remote_fail(tr_runtime *rt, tr_ctx *ctx, uint64_t requester,
                      uint64_t req_id, int err) {
-    tr_msg *m = tr_msg_new_u64(TR_TAG_REMOTE_FAILED, (uint64_t)(int64_t)err);
-    if (m == NULL)
-        return; /* out of memory: the requester's timeout still tells */
-    m->flags |= TR__F_REPLY;
-    m->req_id = req_id;
-    if (tr__send(rt, ctx, (tr_ref){requester}, m) != 0)
-        tr__msg_free(m); /* the requester is gone, or the runtime stops */
+    tr__reply_failure(rt, ctx, (tr_ref){requester}, req_id,
+                      TR_TAG_REMOTE_FAILED, err);
 }
 
 /* A request on its way back to its proxy (TR__PT_RETRY). Until the proxy
